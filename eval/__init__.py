@@ -1,0 +1,1 @@
+"""Evaluation: dataset loaders, metrics, runners and reports. Nothing imports this package."""

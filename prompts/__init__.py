@@ -1,0 +1,1 @@
+"""Prompt text files and their loader."""

@@ -1,0 +1,1 @@
+"""Retrieval layer: embeddings, sparse encoding, Qdrant backends, loaders, chunking, ingestion."""

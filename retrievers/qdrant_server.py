@@ -1,0 +1,264 @@
+"""Server backend: a Qdrant server or cluster through `qdrant-client` (the scale-out path).
+
+Collections are created sharded and replicated (`qdrant_shards`, `qdrant_replication_factor`),
+with a tenant-optimised keyword index on `tenant` and keyword indexes on the document fields.
+Description and embedding model ride in Qdrant's collection metadata. `:memory:` and `path:DIR`
+URLs select qdrant-client's local mode, which speaks the same API and needs no server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from agent.errors import CollectionNotFoundError, StoreError
+from agent.settings import Settings, validate_collection_name
+from retrievers.store import (
+    DENSE,
+    INDEXED_KEYWORD_FIELDS,
+    SPARSE,
+    CollectionInfo,
+    CollectionSpec,
+    PayloadFilter,
+    QueryOptions,
+    Scalar,
+    SearchHit,
+    SparseVector,
+    StoredPoint,
+    VectorStore,
+    collection_metadata,
+)
+
+_ID_BATCH = 1024
+
+
+def _condition(key: str, value: Scalar | Sequence[Scalar]) -> models.FieldCondition:
+    if isinstance(value, str | int | bool):
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+    values: Any = list(value)
+    return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+
+
+def to_qdrant_filter(where: PayloadFilter | None) -> models.Filter | None:
+    if where is None or where.is_empty:
+        return None
+    must: Any = [_condition(k, v) for k, v in where.must.items()] or None
+    must_not: Any = [_condition(k, v) for k, v in where.must_not.items()] or None
+    return models.Filter(must=must, must_not=must_not)
+
+
+class QdrantServerStore(VectorStore):
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        shards: int = 2,
+        replication_factor: int = 1,
+        is_local: bool = False,
+    ) -> None:
+        self.client = client
+        self.shards = shards
+        self.replication_factor = replication_factor
+        self.is_local = is_local
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QdrantServerStore:
+        url = settings.qdrant_url or ""
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        if url == ":memory:":
+            client = QdrantClient(location=":memory:")
+        elif url.startswith("path:"):
+            client = QdrantClient(path=url.removeprefix("path:"))
+        else:
+            client = QdrantClient(url=url, api_key=api_key, timeout=settings.qdrant_timeout_s)
+        store = cls(
+            client,
+            shards=settings.qdrant_shards,
+            replication_factor=settings.qdrant_replication_factor,
+            is_local=not url.startswith("http"),
+        )
+        if not store.is_local:
+            store._check_reachable(url)
+        return store
+
+    def _check_reachable(self, url: str) -> None:
+        try:
+            self.client.get_collections()
+        except (ResponseHandlingException, UnexpectedResponse, OSError) as exc:
+            raise StoreError(
+                f"Cannot reach the Qdrant server at {url}: {exc}. Check AGENTRAG_QDRANT_URL and "
+                "AGENTRAG_QDRANT_API_KEY, or unset AGENTRAG_VECTOR_STORE to use the embedded store."
+            ) from exc
+
+    # -- collections ---------------------------------------------------------------------------
+    def list_collections(self) -> list[CollectionInfo]:
+        names = sorted(c.name for c in self.client.get_collections().collections)
+        return [self.get_collection(name) for name in names]
+
+    def has_collection(self, name: str) -> bool:
+        return bool(self.client.collection_exists(validate_collection_name(name)))
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        validate_collection_name(name)
+        if self.has_collection(name):
+            raise StoreError(f"Collection {name!r} already exists.")
+        cluster_args: dict[str, Any] = {}
+        if not self.is_local:  # local mode has no shards or replicas and warns about them
+            cluster_args = {
+                "shard_number": self.shards,
+                "replication_factor": self.replication_factor,
+            }
+        self.client.create_collection(
+            name,
+            vectors_config={
+                DENSE: models.VectorParams(size=spec.dense_dim, distance=models.Distance.COSINE)
+            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata=collection_metadata(spec),
+            **cluster_args,
+        )
+        self.client.create_payload_index(
+            name,
+            "tenant",
+            models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+        )
+        for field_name in INDEXED_KEYWORD_FIELDS:
+            self.client.create_payload_index(name, field_name, models.PayloadSchemaType.KEYWORD)
+
+    def _info(self, name: str) -> models.CollectionInfo:
+        if not self.has_collection(name):
+            raise CollectionNotFoundError(
+                name, [c.name for c in self.client.get_collections().collections]
+            )
+        return self.client.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        info = self._info(name)
+        meta: dict[str, Any] = dict(info.config.metadata or {})
+        dim = meta.get("dense_dim")
+        if dim is None:
+            vectors = info.config.params.vectors
+            params = vectors.get(DENSE) if isinstance(vectors, dict) else vectors
+            dim = params.size if params is not None else 0
+        return CollectionInfo(
+            name=name,
+            points=self.count(name),
+            description=str(meta.get("description", "")),
+            dense_dim=int(dim),
+            embedding_model=str(meta.get("embedding_model", "")),
+            created_at=str(meta.get("created_at", "")),
+        )
+
+    def set_description(self, name: str, description: str) -> None:
+        info = self._info(name)
+        meta = dict(info.config.metadata or {})
+        meta["description"] = description
+        self.client.update_collection(name, metadata=meta)
+
+    def drop_collection(self, name: str) -> None:
+        self._info(name)
+        self.client.delete_collection(name)
+
+    # -- points --------------------------------------------------------------------------------
+    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                vector={
+                    DENSE: list(p.dense),
+                    SPARSE: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+                },
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self.client.upsert(name, structs, wait=True)
+
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_BATCH):
+            batch = list(ids[start : start + _ID_BATCH])
+            records = self.client.retrieve(name, batch, with_payload=False, with_vectors=False)
+            found.update(str(r.id) for r in records)
+        return found
+
+    def delete(self, name: str, where: PayloadFilter) -> None:
+        qfilter = to_qdrant_filter(where)
+        if qfilter is None:
+            raise StoreError(
+                "Refusing to delete with an empty filter; drop the collection instead."
+            )
+        self.client.delete(name, models.FilterSelector(filter=qfilter), wait=True)
+
+    def count(self, name: str, where: PayloadFilter | None = None) -> int:
+        return int(self.client.count(name, count_filter=to_qdrant_filter(where), exact=True).count)
+
+    def query(
+        self,
+        name: str,
+        *,
+        dense: Sequence[float] | None = None,
+        sparse: SparseVector | None = None,
+        limit: int = 10,
+        where: PayloadFilter | None = None,
+        options: QueryOptions | None = None,
+    ) -> list[SearchHit]:
+        opts = options or QueryOptions()
+        qfilter = to_qdrant_filter(where)
+        queries: list[tuple[Any, str]] = []
+        if dense is not None:
+            queries.append((list(dense), DENSE))
+        if sparse is not None and sparse.indices:
+            queries.append(
+                (models.SparseVector(indices=sparse.indices, values=sparse.values), SPARSE)
+            )
+        if not queries:
+            if sparse is not None:
+                return []
+            raise ValueError("query needs a dense vector, a sparse vector, or both")
+        if len(queries) == 1:
+            vector, using = queries[0]
+            response = self.client.query_points(
+                name,
+                query=vector,
+                using=using,
+                query_filter=qfilter,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            prefetch_limit = max(opts.prefetch_limit, limit)
+            fusion: Any = (
+                models.FusionQuery(fusion=models.Fusion.DBSF)
+                if opts.fusion == "dbsf"
+                else models.RrfQuery(
+                    rrf=models.Rrf(k=opts.rrf_k, weights=[opts.dense_weight, opts.sparse_weight])
+                )
+            )
+            response = self.client.query_points(
+                name,
+                prefetch=[
+                    models.Prefetch(query=vector, using=using, limit=prefetch_limit, filter=qfilter)
+                    for vector, using in queries
+                ],
+                query=fusion,
+                query_filter=qfilter,
+                limit=limit,
+                with_payload=True,
+            )
+        return [
+            SearchHit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+            for p in response.points
+        ]
+
+    def optimize(self, name: str) -> None:
+        """A server builds its indexes in the background: nothing to wait for here."""
+        self._info(name)
+
+    def close(self) -> None:
+        self.client.close()

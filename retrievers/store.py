@@ -1,0 +1,226 @@
+"""The small vector-store interface both Qdrant backends implement.
+
+Everything above this layer (ingestion, search, tools) speaks only these types, so the embedded
+engine and a Qdrant server cluster are interchangeable, and one conformance suite tests both.
+Each collection holds one named dense vector (`dense`) and one named sparse vector (`sparse`,
+with Qdrant's IDF modifier, so Qdrant computes BM25's IDF over the live collection).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from agent.errors import CollectionNotFoundError
+from agent.settings import Settings
+
+DENSE = "dense"
+SPARSE = "sparse"
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+Fusion = Literal["rrf", "dbsf"]
+Scalar = str | int | bool
+
+INDEXED_KEYWORD_FIELDS = ("doc_id", "source")
+"""Payload fields with a keyword index besides `tenant` (which gets a tenant-optimised index)."""
+
+_POINT_NAMESPACE = uuid.UUID("3f1c54d6-8a0e-4b8e-9d6c-2f9b1a7e5c40")
+
+
+def point_id(*parts: str) -> str:
+    """Deterministic UUID for a point: the same content always lands on the same id."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    id: str
+    dense: list[float]
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFilter:
+    """Conjunction of exact matches; a sequence value means "any of these"."""
+
+    must: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
+    must_not: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.must and not self.must_not
+
+    def and_(self, other: PayloadFilter | None) -> PayloadFilter:
+        if other is None:
+            return self
+        return PayloadFilter(
+            must={**self.must, **other.must}, must_not={**self.must_not, **other.must_not}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """What a collection is created with; stored alongside it so a mismatch is caught later."""
+
+    dense_dim: int
+    description: str = ""
+    embedding_model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    points: int
+    description: str
+    dense_dim: int
+    embedding_model: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """How a hybrid query is fused; defaults come from Settings via `QueryOptions.from_settings`."""
+
+    fusion: Fusion = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    prefetch_limit: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryOptions:
+        return cls(
+            fusion=settings.fusion,
+            rrf_k=settings.rrf_k,
+            dense_weight=settings.dense_weight,
+            sparse_weight=settings.sparse_weight,
+            prefetch_limit=settings.prefetch_limit,
+        )
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def collection_metadata(spec: CollectionSpec) -> dict[str, Any]:
+    return {
+        "description": spec.description,
+        "dense_dim": spec.dense_dim,
+        "embedding_model": spec.embedding_model,
+        "created_at": now_iso(),
+    }
+
+
+class VectorStore(ABC):
+    """A Qdrant deployment holding agentrag collections."""
+
+    @abstractmethod
+    def list_collections(self) -> list[CollectionInfo]: ...
+
+    @abstractmethod
+    def has_collection(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create with named dense + sparse (IDF) vectors and payload indexes."""
+
+    @abstractmethod
+    def get_collection(self, name: str) -> CollectionInfo: ...
+
+    @abstractmethod
+    def set_description(self, name: str, description: str) -> None: ...
+
+    @abstractmethod
+    def drop_collection(self, name: str) -> None: ...
+
+    @abstractmethod
+    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None: ...
+
+    @abstractmethod
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Which of these point ids are stored: lets ingestion skip what it already has."""
+
+    @abstractmethod
+    def delete(self, name: str, where: PayloadFilter) -> None:
+        """Delete every point matching `where` (an empty filter is refused)."""
+
+    @abstractmethod
+    def count(self, name: str, where: PayloadFilter | None = None) -> int: ...
+
+    @abstractmethod
+    def query(
+        self,
+        name: str,
+        *,
+        dense: Sequence[float] | None = None,
+        sparse: SparseVector | None = None,
+        limit: int = 10,
+        where: PayloadFilter | None = None,
+        options: QueryOptions | None = None,
+    ) -> list[SearchHit]:
+        """Dense-only, sparse-only, or fused hybrid search, depending on which vectors are given."""
+
+    @abstractmethod
+    def optimize(self, name: str) -> None:
+        """Build indexes after a bulk load (HNSW on the embedded engine; a no-op on a server)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def ensure_collection(self, name: str, spec: CollectionSpec) -> CollectionInfo:
+        """Create the collection if missing; refuse one built for a different embedding size."""
+        from agent.errors import StoreError
+
+        if not self.has_collection(name):
+            self.create_collection(name, spec)
+        info = self.get_collection(name)
+        if info.dense_dim != spec.dense_dim:
+            raise StoreError(
+                f"Collection {name!r} holds {info.dense_dim}-dimensional vectors "
+                f"(model {info.embedding_model or 'unknown'}), but the configured embedding model "
+                f"({spec.embedding_model}) gives {spec.dense_dim}. Use the same model, or ingest "
+                "into a new collection."
+            )
+        if spec.description and spec.description != info.description:
+            self.set_description(name, spec.description)
+            info = self.get_collection(name)
+        return info
+
+    def require(self, name: str) -> None:
+        if not self.has_collection(name):
+            raise CollectionNotFoundError(name, [c.name for c in self.list_collections()])
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The configured backend: embedded under data_dir, or a Qdrant server by URL."""
+    if settings.vector_store == "server":
+        from retrievers.qdrant_server import QdrantServerStore
+
+        return QdrantServerStore.from_settings(settings)
+    from retrievers.qdrant_embedded import EmbeddedQdrantStore
+
+    return EmbeddedQdrantStore(settings.data_dir / "qdrant")

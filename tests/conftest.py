@@ -1,0 +1,44 @@
+"""Shared fixtures. Nothing here may reach a model hub: fail fast instead of hanging."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.settings import Settings, load_settings
+from retrievers.embeddings import LocalEmbeddings
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("AGENTRAG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's agentrag.toml, .env or AGENTRAG_* variables."""
+    for key in list(os.environ):
+        if key.startswith("AGENTRAG_") and key != "AGENTRAG_SHARED_DATA":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AGENTRAG_CONFIG", str(tmp_path / "no-agentrag.toml"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Iterator[LocalEmbeddings]:
+    """The bundled model, loaded once per test session."""
+    yield LocalEmbeddings(device="cpu")

@@ -1,0 +1,98 @@
+"""The command line as a user drives it: real settings, real store, real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from server.cli import app
+from tests.conftest import SAMPLES
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    monkeypatch.setenv("AGENTRAG_DATA_DIR", str(data))
+    return data
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ingest", "search", "collections", "delete", "eval"):
+        assert command in result.output
+
+
+@pytest.mark.integration
+def test_ingest_search_collections_delete(data_env: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["ingest", str(SAMPLES / "astronomy"), "-c", "astro", "--description", "space", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["documents"] == 2 and report["chunks_added"] > 0
+
+    result = runner.invoke(app, ["collections", "--json"])
+    assert result.exit_code == 0, result.output
+    (info,) = json.loads(result.output)
+    assert info["name"] == "astro" and info["description"] == "space"
+    assert info["points"] == report["chunks_added"]
+
+    result = runner.invoke(
+        app, ["search", "hottest planet surface", "-c", "astro", "-k", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert len(hits) == 2
+    assert "Venus" in hits[0]["text"]
+    assert hits[0]["title"] == "The Solar System"
+
+    result = runner.invoke(app, ["search", "nearest star", "-c", "astro", "--mode", "sparse"])
+    assert result.exit_code == 0, result.output
+    assert "Proxima Centauri" in result.output
+    assert "stars.md" in result.output
+
+    result = runner.invoke(
+        app, ["delete", "-c", "astro", "--source", str(SAMPLES / "astronomy" / "stars.md")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Removed" in result.output
+    result = runner.invoke(app, ["search", "Proxima Centauri", "-c", "astro", "--json"])
+    assert all("stars.md" not in h["source"] for h in json.loads(result.output))
+
+
+def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTRAG_VECTOR_STORE", "mongo")
+    result = runner.invoke(app, ["collections"])
+    assert result.exit_code == 2
+    assert "AGENTRAG_VECTOR_STORE" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_path_and_unknown_collection(data_env: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "-c", "x"])
+    assert result.exit_code == 2
+    assert "No such file or directory" in result.output
+    result = runner.invoke(app, ["search", "q", "-c", "unknown"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_bad_arguments(data_env: Path) -> None:
+    assert runner.invoke(app, ["search", "q", "--mode", "fuzzy"]).exit_code == 2
+    assert runner.invoke(app, ["search", "   "]).exit_code == 2
+    result = runner.invoke(app, ["ingest", str(SAMPLES), "-c", "bad/name"])
+    assert result.exit_code == 2
+    assert "Invalid collection name" in result.output
+
+
+def test_empty_store_says_how_to_start(data_env: Path) -> None:
+    result = runner.invoke(app, ["collections"])
+    assert result.exit_code == 0
+    assert "agentrag ingest" in result.output
