@@ -343,6 +343,30 @@ def eval_retrieval(
     console.print(f"Reports: {md} and {js}")
 
 
+@eval_app.command("fusion-sweep")
+def eval_fusion_sweep(
+    dataset: Annotated[Path, typer.Option(help="Dataset folder, e.g. ../shared/data/beir_scifact")],
+    split: Annotated[str, typer.Option(help="Tuning split; never the one you report.")] = "train",
+    out: Annotated[Path, typer.Option(help="Where the Markdown report goes.")] = Path(
+        "eval/results"
+    ),
+) -> None:
+    """Grid-search hybrid fusion settings (RRF k, weights, prefetch, DBSF) on a tuning split."""
+    from eval.fusion_sweep import run_fusion_sweep, sweep_markdown
+
+    settings = _settings()
+    with _friendly_errors():
+        rows = run_fusion_sweep(
+            dataset, settings, split=split, log=lambda line: err.print(f"[dim]{line}[/]")
+        )
+    report = sweep_markdown(rows, dataset.name, split)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"fusion-sweep-{dataset.name}-{split}.md"
+    path.write_text(report, encoding="utf-8")
+    console.print(report)
+    console.print(f"Report: {path}")
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 
