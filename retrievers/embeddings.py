@@ -59,7 +59,7 @@ def _load_sentence_transformer(path: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the CLI draws its own; a weight-loading bar is noise
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the CLI draws its own; a weight-loading bar is noise
     try:
         model = SentenceTransformer(path, device=device)
     except Exception as exc:
