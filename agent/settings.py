@@ -117,13 +117,50 @@ class Settings(BaseSettings):
     reranker_backend: Literal["none", "cross-encoder", "cohere"] = Field(
         default="none",
         description="`cross-encoder`: sentence-transformers CrossEncoder by name or path; "
-        "`cohere`: the Cohere rerank API shape (base URL configurable); `none`: fused order.",
+        "`cohere`: the Cohere rerank API shape (base URL configurable); `none`: no cross-encoder, "
+        "chunks are scored by embedding similarity.",
     )
     reranker_model: str | None = Field(
         default=None, description="e.g. cross-encoder/ms-marco-MiniLM-L-6-v2 or a local path."
     )
     reranker_url: str | None = Field(default=None, description="Base URL of a rerank service.")
     reranker_api_key: SecretStr | None = Field(default=None, description="Rerank API key.")
+
+    # -- language models ----------------------------------------------------------------------
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp), e.g. "
+        "http://localhost:8000/v1. Unset: agentrag serves the bundled SmolLM2 itself.",
+    )
+    llm_api_key: SecretStr | None = Field(default=None, description="API key for llm_base_url.")
+    llm_model: str = Field(
+        default="smollm2-135m-instruct", description="Model name of the generator role."
+    )
+    planner_model: str | None = Field(
+        default=None, description="Model for routing and decomposition (default: llm_model)."
+    )
+    planner_base_url: str | None = Field(
+        default=None, description="Endpoint of the planner model (default: llm_base_url)."
+    )
+    judge_model: str | None = Field(
+        default=None, description="Model for grading and reflection (default: llm_model)."
+    )
+    judge_base_url: str | None = Field(
+        default=None, description="Endpoint of the judge model (default: llm_base_url)."
+    )
+    llm_supports_tools: bool | None = Field(
+        default=None,
+        description="Whether the models do tool calling and structured output. Unset: yes for "
+        "a configured endpoint, no for the bundled SmolLM2.",
+    )
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM request.")
+    embedded_llm_path: Path | None = Field(
+        default=None, description="GGUF file for the embedded server (default: bundled SmolLM2)."
+    )
+    embedded_llm_ctx: int = Field(default=4096, ge=512, description="Embedded LLM context size.")
+    embedded_llm_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of the embedded LLM (default: all cores)."
+    )
 
     # -- chunking and sparse vectors ---------------------------------------------------------
     chunk_size: int = Field(default=256, ge=32, le=8192, description="Tokens per chunk.")
@@ -200,6 +237,12 @@ class Settings(BaseSettings):
                 f"qdrant_url {self.qdrant_url!r} must start with http:// or https:// "
                 "(or be `:memory:` / `path:DIR` for qdrant-client's local mode)"
             )
+        for name in ("llm_base_url", "planner_base_url", "judge_base_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} {url!r} must start with http:// or https://")
+        if self.embedded_llm_path is not None and not self.embedded_llm_path.is_file():
+            raise ValueError(f"embedded_llm_path {self.embedded_llm_path} is not a file")
         if self.embedding_backend == "remote" and not self.embedding_url:
             raise ValueError(
                 "embedding_backend is 'remote' but embedding_url is not set "

@@ -103,7 +103,13 @@ class EmbeddedQdrantStore(VectorStore):
                 try:
                     shard = qe.EdgeShard.load(str(self._dir(name) / _SHARD_DIR))
                 except Exception as exc:
-                    raise StoreError(f"Cannot open collection {name!r}: {exc}") from exc
+                    hint = (
+                        " Another process (or another store object) has it open: the embedded "
+                        "store serves one process; use a Qdrant server to share it."
+                        if "WouldBlock" in str(exc)
+                        else ""
+                    )
+                    raise StoreError(f"Cannot open collection {name!r}: {exc}.{hint}") from exc
                 self._shards[name] = shard
             return shard
 

@@ -302,6 +302,141 @@ def drop_collection(
 
 
 @app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", "-c", help="Collection to search (repeatable; default all)."),
+    ] = None,
+    effort: Annotated[str, typer.Option(help="low | medium | high: LLM calls spent.")] = "medium",
+    thread: Annotated[
+        str | None, typer.Option(help="Continue this conversation thread (printed after a run).")
+    ] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a question: streams what the agent does, then the answer, citations and verdicts."""
+    import asyncio
+
+    from agent.context import AgentContext
+    from agent.services import Services
+    from server.ask import dumps, final_payload, run_turn_streaming
+
+    if effort not in ("low", "medium", "high"):
+        err.print(f"[bold red]error:[/] --effort must be low, medium or high, not {effort!r}")
+        raise typer.Exit(2)
+    if not question.strip():
+        err.print("[bold red]error:[/] the question is empty")
+        raise typer.Exit(2)
+    settings = _settings()
+    ctx = AgentContext(
+        effort=cast(Any, effort),
+        collections=list(collection) if collection else None,
+        tenant=tenant or settings.default_tenant,
+    )
+    renderer = _AskRenderer(quiet=as_json)
+    with _friendly_errors():
+        services = Services(settings)
+        try:
+            for name in collection or []:
+                services.stack.store.require(name)
+            values = asyncio.run(
+                run_turn_streaming(services, question, ctx, thread_id=thread, on_event=renderer)
+            )
+        finally:
+            services.close()
+    payload = final_payload(values)
+    if as_json:
+        console.print_json(dumps(payload))
+        return
+    renderer.finish(payload)
+
+
+class _AskRenderer:
+    """Prints agent progress to stderr and the answer to stdout as it streams."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.streaming = False
+        self.streamed: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        kind = event["type"]
+        if kind == "token":
+            if not self.streaming:
+                console.print("\n[bold]Answer[/]")
+                self.streaming = True
+            console.print(event["text"], end="", highlight=False, markup=False)
+            self.streamed.append(event["text"])
+            return
+        if self.streaming:
+            console.print()
+            self.streaming = False
+        if kind == "route":
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in event["scores"].items())
+            err.print(
+                f"[cyan]route[/] {event['kind']} -> {', '.join(event['collections']) or '-'}"
+                f" ({event['reason']}{'; ' + scores if scores else ''})",
+                highlight=False,
+            )
+        elif kind == "plan":
+            err.print(f"[cyan]plan[/] {event['mode']} ({event['source']})", highlight=False)
+            for sub in event["subqueries"]:
+                err.print(f"  {sub['index'] + 1}. {sub['query']}", highlight=False)
+        elif kind == "retrieval":
+            err.print(f"[cyan]retrieve[/] {event['query']!r}", highlight=False)
+            event["chunks"].sort(key=lambda c: -c["relevance"])
+            for c in event["chunks"][:5]:
+                err.print(
+                    f"  {c['relevance']:.2f}  {c['title']} [dim]({c['collection']})[/]",
+                    highlight=False,
+                )
+        elif kind == "grade":
+            err.print(
+                f"[cyan]grade[/] {event['grade']}: kept {event['kept']}, dropped {event['dropped']}"
+            )
+        elif kind == "rewrite":
+            err.print(f"[cyan]rewrite[/] {event['query']!r}", highlight=False)
+        elif kind == "verdict" and event.get("action") == "regenerate":
+            err.print("[yellow]reflect[/] unsupported sentences: writing the answer again")
+        elif kind == "flag":
+            err.print(f"[yellow]flag[/] {event['flag']}: {event['reason']}", highlight=False)
+
+    def finish(self, payload: dict[str, Any]) -> None:
+        if self.streaming:
+            console.print()
+        if payload["answer"].strip() != "".join(self.streamed).strip():
+            title = "Answer, with citations" if self.streamed else "Answer"
+            console.print(f"\n[bold]{title}[/]")
+            console.print(payload["answer"], highlight=False, markup=False)
+        if payload["citations"]:
+            console.print("\n[bold]Sources[/]")
+            for c in payload["citations"]:
+                console.print(
+                    f"  [{c['n']}] {c['title']} [dim]{c['source']} (chunk {c['chunk_index']})[/]",
+                    highlight=False,
+                )
+        verdict = payload.get("verdict") or {}
+        if verdict.get("sentences"):
+            supported = sum(1 for s in verdict["sentences"] if s["supported"])
+            console.print(
+                f"\n[bold]Check[/] {supported}/{len(verdict['sentences'])} sentences supported; "
+                f"grounded: {verdict['grounded']}, answers the question: "
+                f"{verdict['answers_question']}"
+            )
+        if payload.get("error"):
+            err.print(f"[bold red]error:[/] {payload['error']['message']}", highlight=False)
+        usage = payload["usage"]
+        console.print(
+            f"[dim]{usage['llm_calls']} LLM calls, {usage['input_tokens']}+"
+            f"{usage['output_tokens']} tokens; thread {payload['thread_id']}[/]",
+            highlight=False,
+        )
+
+
+@app.command()
 def config() -> None:
     """Show the effective settings (secrets hidden)."""
     settings = _settings()

@@ -1,0 +1,168 @@
+"""generate_answer: write the answer from the final evidence only, streaming tokens.
+
+Evidence is numbered and fenced as data in the system prompt; the model cites with `[n]`.
+No LLM call is spent when there is no evidence (the answer says so plainly) or when a budget
+is out (the best evidence sentences are quoted with their citations instead). A model that
+cites nothing gets citations attached by similarity, and reflection checks them either way.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from agent.budget import exhausted, flag, incomplete
+from agent.context import AgentContext
+from agent.nodes.common import message_text, step
+from agent.services import Services, cosine, usage_entry
+from agent.state import AgentState, Citation, Evidence
+from prompts.loader import load_prompt
+
+NO_EVIDENCE = "I could not find anything about this in the documents I can search."
+_CITE = re.compile(r"\[(\d{1,3})\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+POST_HOC_MIN_SIMILARITY = 0.35
+
+
+def format_evidence(evidence: list[Evidence]) -> str:
+    blocks = []
+    for n, e in enumerate(evidence, 1):
+        where = " > ".join(p for p in (e["title"], *e["heading_path"]) if p)
+        blocks.append(f"[{n}] {where}\n{e['text'].strip()}")
+    return "\n\n".join(blocks)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+def cited_numbers(text: str, limit: int) -> list[int]:
+    return [n for n in dict.fromkeys(int(m) for m in _CITE.findall(text)) if 1 <= n <= limit]
+
+
+def citations_for(answer: str, evidence: list[Evidence]) -> list[Citation]:
+    out: list[Citation] = []
+    for n in cited_numbers(answer, len(evidence)):
+        e = evidence[n - 1]
+        out.append(
+            {
+                "n": n,
+                "id": e["id"],
+                "doc_id": e["doc_id"],
+                "title": e["title"],
+                "source": e["source"],
+                "chunk_index": e["chunk_index"],
+                "collection": e["collection"],
+            }
+        )
+    return out
+
+
+def extractive_answer(evidence: list[Evidence], question: str) -> str:
+    """Budget-out or model-down answer: the opening sentence of the top chunks, cited."""
+    if not evidence:
+        return NO_EVIDENCE
+    lines = [
+        f"{split_sentences(e['text'])[0] if split_sentences(e['text']) else e['text'][:200]} [{n}]"
+        for n, e in enumerate(evidence[:2], 1)
+    ]
+    return "From the documents: " + " ".join(lines)
+
+
+async def attach_citations(answer: str, evidence: list[Evidence], services: Services) -> str:
+    sentences = split_sentences(answer)
+    if not sentences or not evidence:
+        return answer
+    vectors = await services.embed([*sentences, *(e["text"] for e in evidence)])
+    sent_vecs, ev_vecs = vectors[: len(sentences)], vectors[len(sentences) :]
+    out = []
+    for sentence, vec in zip(sentences, sent_vecs, strict=True):
+        scores = [cosine(vec, ev) for ev in ev_vecs]
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        if scores[best] >= POST_HOC_MIN_SIMILARITY and not _CITE.search(sentence):
+            stripped = sentence.rstrip()
+            end = stripped[-1] if stripped[-1] in ".!?" else ""
+            body = stripped[:-1] if end else stripped
+            sentence = f"{body} [{best + 1}]{end}"
+        out.append(sentence)
+    return " ".join(out)
+
+
+async def generate_answer(
+    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    ctx = runtime.context
+    turn = state["turn"]
+    route = state.get("route") or {"kind": "direct"}
+    evidence = list(state.get("evidence") or [])
+    attempts = state.get("attempts", 0)
+    update: dict[str, Any] = {"attempts": attempts + 1}
+    flags: list[dict[str, str]] = []
+
+    if route["kind"] != "direct" and not evidence:
+        flags.append(flag(turn, "no_evidence", "nothing relevant was retrieved"))
+        update.update({"answer": NO_EVIDENCE, "citations": [], "flags": flags})
+        update["steps"] = [step(turn, "generate_answer", started, "no evidence: no LLM call")]
+        return update
+    budget = exhausted(state, ctx, llm_calls=1)
+    if budget:
+        answer = (
+            extractive_answer(evidence, state["question"])
+            if evidence
+            else state.get("answer") or NO_EVIDENCE
+        )
+        flags.append(incomplete(turn, budget, "generate_answer"))
+        update.update(
+            {"answer": answer, "citations": citations_for(answer, evidence), "flags": flags}
+        )
+        update["steps"] = [step(turn, "generate_answer", started, f"{budget}: extractive answer")]
+        return update
+
+    if route["kind"] == "direct":
+        system = load_prompt("direct").format()
+    else:
+        name = "generate_strict" if attempts else "generate"
+        system = load_prompt(name).format(evidence=format_evidence(evidence))
+    messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
+    model = services.chat_model("generator", ctx).bind(max_tokens=ctx.answer_max_tokens)
+    full: AIMessageChunk | None = None
+    call_started = time.perf_counter()
+    try:
+        async for chunk in model.astream(messages, config={"tags": ["answer"]}):
+            full = chunk if full is None else full + chunk  # type: ignore[assignment]
+    except Exception as exc:
+        from agent.llm import llm_endpoint_error
+
+        error = llm_endpoint_error(exc)
+        message = str(error or exc)
+        update["error"] = {"code": "llm_unavailable" if error else "llm_failed", "message": message}
+        answer = extractive_answer(evidence, state["question"]) if evidence else NO_EVIDENCE
+        flags.append(flag(turn, "llm_error", message))
+        update.update(
+            {"answer": answer, "citations": citations_for(answer, evidence), "flags": flags}
+        )
+        update["steps"] = [step(turn, "generate_answer", started, "LLM failed: extractive answer")]
+        return update
+    answer = message_text(full).strip() if full is not None else ""
+    update["usage"] = [
+        usage_entry(turn, "generate_answer", "generator", messages, full, call_started)
+    ]
+    if route["kind"] != "direct" and evidence:
+        if not answer:
+            answer = extractive_answer(evidence, state["question"])
+            flags.append(flag(turn, "empty_answer", "the model wrote nothing"))
+        elif not cited_numbers(answer, len(evidence)):
+            answer = await attach_citations(answer, evidence, services)
+            flags.append(
+                flag(turn, "citations_added", "the model cited nothing; cited by similarity")
+            )
+    update.update({"answer": answer, "citations": citations_for(answer, evidence)})
+    if flags:
+        update["flags"] = flags
+    update["steps"] = [step(turn, "generate_answer", started, f"attempt {attempts + 1}")]
+    return update

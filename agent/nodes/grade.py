@@ -1,0 +1,125 @@
+"""grade_evidence (corrective RAG): keep, retry with a better query, or fall back.
+
+Relevance is the reranker's score of each chunk against its sub-query, computed in one batch
+when the chunks were retrieved: no LLM call. The set is `correct` when a chunk clears the
+relevance threshold, `incorrect` when none clears the ambiguous one, `ambiguous` between. Only
+at effort `high` does the LLM judge look at ambiguous chunks (one call for all of them).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agent.budget import flag, over_budget
+from agent.context import AgentContext
+from agent.nodes.common import message_text, step
+from agent.services import Services, usage_entry
+from agent.state import Evidence, Grade, ResearchState
+
+MIN_EVIDENCE = 2
+"""Fewer kept chunks than this counts as thin evidence and is worth a retry."""
+
+
+def classify(candidates: list[Evidence], ctx: AgentContext) -> Grade:
+    best = max((c["relevance"] for c in candidates), default=0.0)
+    if best >= ctx.relevance_threshold:
+        return "correct"
+    if best >= ctx.ambiguous_threshold:
+        return "ambiguous"
+    return "incorrect"
+
+
+def research_budget(state: ResearchState, ctx: AgentContext, llm_calls: int) -> str | None:
+    """Budgets as seen from one sub-query: the turn's LLM calls before it, plus its own."""
+    own = state.get("usage") or []
+    return over_budget(
+        ctx,
+        steps=len(state.get("steps") or []),
+        llm_calls=state.get("llm_calls_before", 0) + len(own),
+        tokens=sum(u["input_tokens"] + u["output_tokens"] for u in own),
+        started_at=state["started_at"],
+        needed_llm_calls=llm_calls,
+    )
+
+
+async def grade_evidence(
+    state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
+) -> Command[Literal["rewrite_query", "finish_research"]]:
+    started = time.perf_counter()
+    ctx = runtime.context
+    turn = state["turn"]
+    candidates = list(state.get("candidates") or [])
+    grade = classify(candidates, ctx)
+    kept = [c for c in candidates if c["relevance"] >= ctx.relevance_threshold]
+    ambiguous = [
+        c for c in candidates if ctx.ambiguous_threshold <= c["relevance"] < ctx.relevance_threshold
+    ]
+    update: dict[str, Any] = {}
+    if ambiguous and ctx.effort == "high" and not research_budget(state, ctx, 1):
+        judged, entry = await _judge(state["query"], ambiguous[: ctx.k], ctx, services, turn)
+        if entry is not None:
+            update["usage"] = [entry]
+            kept += judged
+            if judged and grade == "ambiguous":
+                grade = "correct"
+    elif ambiguous:
+        kept += ambiguous  # without a judge, ambiguous chunks stay: better some context than none
+    kept = sorted(kept, key=lambda c: -c["relevance"])[: ctx.k]
+    dropped = len(candidates) - len(kept)
+    update.update({"kept": kept, "grade": grade, "dropped": dropped})
+    runtime.stream_writer(
+        {
+            "type": "grade",
+            "index": state["index"],
+            "grade": grade,
+            "kept": len(update["kept"]),
+            "dropped": dropped,
+        }
+    )
+    rewrites = state.get("rewrites", 0)
+    thin = grade == "incorrect" or len(kept) < MIN_EVIDENCE
+    note = f"{grade}: kept {len(kept)}, dropped {dropped}"
+    if thin and rewrites < ctx.max_rewrites:
+        budget = research_budget(state, ctx, 0)
+        if budget:
+            update["flags"] = [flag(turn, "incomplete", f"{budget} reached in grade_evidence")]
+        else:
+            update["steps"] = [step(turn, "grade_evidence", started, note + " -> rewrite")]
+            return Command(update=update, goto="rewrite_query")
+    if thin:
+        update["fallback"] = True
+        if not kept:
+            update["kept"] = candidates[: ctx.k]  # the best there is, marked as a fallback
+    update["steps"] = [step(turn, "grade_evidence", started, note)]
+    return Command(update=update, goto="finish_research")
+
+
+async def _judge(
+    query: str, chunks: list[Evidence], ctx: AgentContext, services: Services, turn: str
+) -> tuple[list[Evidence], Any]:
+    from prompts.loader import load_prompt
+
+    listing = "\n\n".join(
+        f"[{i + 1}] {c['title']}: {c['text'][:600]}" for i, c in enumerate(chunks)
+    )
+    prompt = load_prompt("judge").format(question=query, passage=listing)
+    prompt += "\nIf several passages are listed, answer with the numbers of the helpful ones."
+    messages = [SystemMessage(prompt)]
+    started = time.perf_counter()
+    try:
+        reply = await services.chat_model("judge", ctx).ainvoke(messages)
+    except Exception:
+        return [], None
+    text = message_text(reply).lower()
+    if len(chunks) == 1:
+        chosen = chunks if text.strip().startswith("yes") else []
+    else:
+        numbers = {int(n) for n in re.findall(r"\d+", text)}
+        chosen = [c for i, c in enumerate(chunks) if i + 1 in numbers]
+    return chosen, usage_entry(turn, "grade_evidence", "judge", messages, reply, started)

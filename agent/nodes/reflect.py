@@ -1,0 +1,170 @@
+"""reflect_answer: is every sentence supported by the evidence it cites, and is the question
+answered? If not, regenerate once within budget; the verdicts travel with the answer.
+
+Support is measured without an LLM: a sentence is supported when it is close in meaning to a
+sentence of a chunk it cites (embedding similarity) or most of its content words appear there
+(lexical support). At effort `high` an LLM judge also reads the answer against the evidence.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agent.budget import exhausted, flag
+from agent.context import AgentContext
+from agent.nodes.common import message_text, step
+from agent.nodes.generate import _CITE, NO_EVIDENCE, cited_numbers, split_sentences
+from agent.nodes.rewrite import keywords
+from agent.services import Services, cosine, usage_entry
+from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
+
+LEXICAL_SUPPORT = 0.7
+MIN_WORDS = 4
+ANSWERS_SIMILARITY = 0.2
+MAX_ATTEMPTS = 2
+_REFUSAL = re.compile(
+    r"(could not find|do(es)? not (say|contain|mention)|no information|"
+    r"not in the documents|I don't know)",
+    re.IGNORECASE,
+)
+
+
+def lexical_support(sentence: str, texts: list[str]) -> float:
+    words = [w.lower() for w in keywords(sentence)]
+    if not words:
+        return 1.0
+    haystack = " ".join(texts).lower()
+    return sum(1 for w in words if w in haystack) / len(words)
+
+
+async def judge_sentences(
+    answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
+) -> list[SentenceVerdict]:
+    sentences = split_sentences(answer)
+    if not sentences:
+        return []
+    pieces: list[tuple[int, str]] = [
+        (n, s) for n, e in enumerate(evidence, 1) for s in split_sentences(e["text"])[:40]
+    ]
+    texts = [_CITE.sub("", s).strip() for s in sentences]
+    vectors = await services.embed([*texts, *(p for _, p in pieces)])
+    sent_vecs, piece_vecs = vectors[: len(texts)], vectors[len(texts) :]
+    out: list[SentenceVerdict] = []
+    for sentence, text, vec in zip(sentences, texts, sent_vecs, strict=True):
+        cited = cited_numbers(sentence, len(evidence))
+        scope = set(cited) or set(range(1, len(evidence) + 1))
+        sims = [
+            cosine(vec, pv) for (n, _), pv in zip(pieces, piece_vecs, strict=True) if n in scope
+        ]
+        semantic = max(sims, default=0.0)
+        lexical = lexical_support(text, [evidence[n - 1]["text"] for n in scope])
+        short = len(text.split()) < MIN_WORDS
+        supported = short or semantic >= ctx.support_threshold or lexical >= LEXICAL_SUPPORT
+        out.append(
+            {
+                "sentence": sentence,
+                "cited": cited,
+                "support": round(max(semantic, lexical), 3),
+                "supported": bool(supported and (cited or short)),
+            }
+        )
+    return out
+
+
+async def reflect_answer(
+    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+) -> Command[Literal["generate_answer", "__end__"]]:
+    started = time.perf_counter()
+    ctx = runtime.context
+    turn = state["turn"]
+    answer = state.get("answer", "")
+    evidence = list(state.get("evidence") or [])
+    route = state.get("route") or {"kind": "direct"}
+    update: dict[str, Any] = {}
+    if route["kind"] == "direct" or not evidence or answer == NO_EVIDENCE:
+        verdict: Verdict = {
+            "grounded": True,
+            "answers_question": route["kind"] == "direct",
+            "sentences": [],
+            "method": "similarity",
+            "action": "accept",
+        }
+        return _finish(state, update, verdict, started, "nothing to check")
+
+    sentences = await judge_sentences(answer, evidence, ctx, services)
+    grounded = bool(sentences) and all(s["supported"] for s in sentences)
+    q_vec, a_vec = await services.embed([state["question"], _CITE.sub("", answer)])
+    answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
+    method: Literal["similarity", "llm"] = "similarity"
+    if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):
+        verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, services)
+        if entry is not None:
+            update["usage"] = [entry]
+            grounded, method = grounded and verdict_llm, "llm"
+    attempts = state.get("attempts", 1)
+    if grounded and answers:
+        action: Literal["accept", "regenerate", "give_up"] = "accept"
+    elif attempts < MAX_ATTEMPTS and not exhausted(state, ctx, llm_calls=1):
+        action = "regenerate"
+    else:
+        action = "give_up"
+    verdict = {
+        "grounded": grounded,
+        "answers_question": answers,
+        "sentences": sentences,
+        "method": method,
+        "action": action,
+    }
+    if action == "regenerate":
+        update["verdict"] = verdict
+        update["steps"] = [step(turn, "reflect_answer", started, "unsupported: regenerate")]
+        return Command(update=update, goto="generate_answer")
+    if action == "give_up":
+        problems = [] if grounded else ["ungrounded"]
+        problems += [] if answers else ["unanswered"]
+        budget = exhausted(state, ctx, llm_calls=1)
+        update["flags"] = [flag(turn, p, f"after {attempts} attempt(s)") for p in problems]
+        if budget and attempts < MAX_ATTEMPTS:
+            update["flags"].append(flag(turn, "incomplete", f"{budget} reached in reflect_answer"))
+    return _finish(state, update, verdict, started, action)
+
+
+def _finish(
+    state: AgentState, update: dict[str, Any], verdict: Verdict, started: float, note: str
+) -> Command[Literal["generate_answer", "__end__"]]:
+    update["verdict"] = verdict
+    update["messages"] = [
+        AIMessage(
+            content=state.get("answer", ""),
+            additional_kwargs={"citations": state.get("citations") or []},
+        )
+    ]
+    update["steps"] = [step(state["turn"], "reflect_answer", started, note)]
+    return Command(update=update, goto="__end__")
+
+
+async def _llm_judge(
+    state: AgentState, answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
+) -> tuple[bool, Any]:
+    from agent.nodes.generate import format_evidence
+
+    messages = [
+        SystemMessage(
+            "Is every statement in the answer supported by the evidence? Reply with one word: "
+            f"yes or no.\n\n<evidence>\n{format_evidence(evidence)}\n</evidence>\n\n"
+            f"Question: {state['question']}\nAnswer: {answer}"
+        )
+    ]
+    started = time.perf_counter()
+    try:
+        reply = await services.chat_model("judge", ctx).ainvoke(messages)
+    except Exception:
+        return True, None
+    ok = message_text(reply).strip().lower().startswith("yes")
+    return ok, usage_entry(state["turn"], "reflect_answer", "judge", messages, reply, started)

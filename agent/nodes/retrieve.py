@@ -1,0 +1,59 @@
+"""retrieve_chunks: call each chosen collection's search tool (hybrid search + rerank).
+
+Results of a retry are merged with what earlier attempts found, so a rewrite can only add
+evidence, never lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.context import AgentContext
+from agent.nodes.common import step
+from agent.services import Services
+from agent.state import Evidence, ResearchState
+
+
+def merge_evidence(*groups: list[Evidence]) -> list[Evidence]:
+    best: dict[str, Evidence] = {}
+    for group in groups:
+        for item in group:
+            if item["id"] not in best or item["relevance"] > best[item["id"]]["relevance"]:
+                best[item["id"]] = item
+    return sorted(best.values(), key=lambda e: -e["relevance"])
+
+
+async def retrieve_chunks(
+    state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    ctx = runtime.context
+    query = state["query"]
+    infos = [i for i in services.collections(state["collections"] or None)]
+    searches = [services.search(info, ctx) for info in infos]
+    per_collection = max(ctx.k * 2, 4)
+    results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
+    found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]
+    candidates = merge_evidence(list(state.get("candidates") or []), found)
+    tried = [*(state.get("queries_tried") or []), query]
+    note = f"{len(found)} chunks from {len(infos)} collection(s) for {query!r}"
+    runtime.stream_writer(
+        {
+            "type": "retrieval",
+            "index": state["index"],
+            "query": query,
+            "chunks": [
+                {k: c[k] for k in ("id", "title", "collection", "relevance", "retrieval_score")}
+                for c in found
+            ],
+        }
+    )
+    return {
+        "candidates": candidates,
+        "queries_tried": tried,
+        "steps": [step(state["turn"], "retrieve_chunks", started, note)],
+    }

@@ -1,0 +1,173 @@
+"""route_query: answer directly, search some collections, or decompose first.
+
+Decided without an LLM by default: a collection's score is how close its best chunks are to the
+query (dense similarity of the top 3) blended with how close its description is; chit-chat is a
+message that matches a greeting pattern or scores low everywhere. Only at effort `high`, with a
+model that calls tools, does the planner pick collections by tool choice among the candidates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from agent.budget import exhausted, flag, llm_calls_used
+from agent.context import AgentContext
+from agent.nodes.common import step
+from agent.services import Services, cosine, usage_entry
+from agent.state import AgentState, Route, RouteKind
+from retrievers.store import CollectionInfo, PayloadFilter
+from tools.collection_search import tool_name
+
+_CHIT_CHAT = re.compile(
+    r"^\s*(hi|hello|hey|howdy|good (morning|afternoon|evening)|thanks?( you)?|thank you|"
+    r"cheers|bye|goodbye|see you|ok(ay)?|cool|great|who are you|what are you|how are you)"
+    r"\b[\s!?.,]*(there|agentrag|again|so much|a lot)?[\s!?.]*$",
+    re.IGNORECASE,
+)
+_COMPARISON = re.compile(
+    r"\b(or|both|either|neither|compare|comparison|difference|differ|same|versus|vs\.?|"
+    r"older|younger|earlier|later|first|larger|smaller|bigger|more|fewer|longer|shorter|"
+    r"higher|lower|which (one|of))\b",
+    re.IGNORECASE,
+)
+_MULTI_PART = re.compile(r"\?.+\?|\band (what|who|when|where|why|how|which)\b", re.IGNORECASE)
+_BRIDGE = re.compile(
+    r"\b(the|a|an) (\w+ ){1,2}(that|which|who|whom|whose|where)\b"
+    r"|\bthe \w+ (of|for|by|from) (the|a|an) \w+",
+    re.IGNORECASE,
+)
+
+MIN_DECOMPOSE_WORDS = 8
+DESCRIPTION_WEIGHT = 0.3
+SELECT_MARGIN = 0.08
+
+
+def is_chit_chat(text: str) -> bool:
+    return bool(_CHIT_CHAT.match(text))
+
+
+def needs_decomposition(question: str) -> bool:
+    """Comparisons, several questions in one, or a bridge through another entity."""
+    if len(question.split()) < MIN_DECOMPOSE_WORDS:
+        return False
+    return bool(
+        _MULTI_PART.search(question) or _COMPARISON.search(question) or _BRIDGE.search(question)
+    )
+
+
+async def score_collections(
+    query: str, infos: list[CollectionInfo], ctx: AgentContext, services: Services
+) -> dict[str, float]:
+    vector = (await services.embed([query]))[0]
+    store = services.stack.store
+    where = PayloadFilter(must={"tenant": ctx.tenant})
+
+    def one(info: CollectionInfo) -> float:
+        hits = store.query(info.name, dense=vector, limit=3, where=where)
+        content = sum(h.score for h in hits) / len(hits) if hits else 0.0
+        described = services.description_vector(info)
+        if described is None:
+            return content
+        return (1 - DESCRIPTION_WEIGHT) * content + DESCRIPTION_WEIGHT * cosine(vector, described)
+
+    scores = await asyncio.gather(*(asyncio.to_thread(one, info) for info in infos))
+    return {info.name: round(score, 4) for info, score in zip(infos, scores, strict=True)}
+
+
+def research_send(state: AgentState, index: int, query: str, collections: list[str]) -> Send:
+    return Send(
+        "research",
+        {
+            "turn": state["turn"],
+            "started_at": state["started_at"],
+            "question": state["question"],
+            "index": index,
+            "query": query,
+            "collections": collections,
+            "llm_calls_before": llm_calls_used(state),
+        },
+    )
+
+
+async def route_query(
+    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+) -> Command[Literal["generate_answer", "decompose_query", "research"]]:
+    started = time.perf_counter()
+    ctx = runtime.context
+    turn, query = state["turn"], state["query"]
+    update: dict[str, Any] = {}
+    infos = await asyncio.to_thread(services.collections, ctx.collections)
+    route: Route
+    if not query or is_chit_chat(query):
+        route = {"kind": "direct", "collections": [], "scores": {}, "reason": "chit-chat"}
+    elif not infos:
+        route = {"kind": "direct", "collections": [], "scores": {}, "reason": "no collections"}
+        update["flags"] = [flag(turn, "no_collections", "no collection to search")]
+    else:
+        scores = await score_collections(query, infos, ctx, services)
+        best = max(scores.values())
+        chosen = sorted(n for n, s in scores.items() if s >= best - SELECT_MARGIN)
+        if best < ctx.route_threshold and len(query.split()) <= 3:
+            route = {"kind": "direct", "collections": [], "scores": scores, "reason": "off-topic"}
+        else:
+            reason = f"best collection score {best:.2f}"
+            if best < ctx.route_threshold:
+                chosen, reason = sorted(scores), "low similarity everywhere: searching all"
+            elif ctx.effort == "high" and services.supports_tools and len(chosen) > 1:
+                picked, entry = await _tool_choice(state, ctx, services, infos, chosen)
+                if entry is not None:
+                    update["usage"] = [entry]
+                if picked:
+                    chosen, reason = picked, "planner tool choice"
+            kind: RouteKind = (
+                "decompose"
+                if ctx.effort != "low" and needs_decomposition(state["question"])
+                else "retrieve"
+            )
+            route = {"kind": kind, "collections": chosen, "scores": scores, "reason": reason}
+    update["route"] = route
+    update["steps"] = [step(turn, "route_query", started, f"{route['kind']}: {route['reason']}")]
+    if route["kind"] == "direct":
+        return Command(update=update, goto="generate_answer")
+    if route["kind"] == "decompose":
+        return Command(update=update, goto="decompose_query")
+    update["plan"] = {
+        "mode": "single",
+        "subqueries": [{"index": 0, "query": query}],
+        "source": "question",
+    }
+    return Command(update=update, goto=[research_send(state, 0, query, route["collections"])])
+
+
+async def _tool_choice(
+    state: AgentState,
+    ctx: AgentContext,
+    services: Services,
+    infos: list[CollectionInfo],
+    candidates: list[str],
+) -> tuple[list[str], Any]:
+    if exhausted(state, ctx, llm_calls=1):
+        return [], None
+    tools = [services.search(i, ctx).as_tool() for i in infos if i.name in candidates]
+    by_tool = {tool_name(name): name for name in candidates}
+    messages = [
+        SystemMessage("Choose the search tools whose collections can answer the question."),
+        HumanMessage(state["query"]),
+    ]
+    started = time.perf_counter()
+    try:
+        model = services.chat_model("planner", ctx).bind_tools(tools)
+        reply = await model.ainvoke(messages)
+    except Exception:
+        return [], None
+    picked = sorted(
+        {by_tool[c["name"]] for c in getattr(reply, "tool_calls", []) if c["name"] in by_tool}
+    )
+    return picked, usage_entry(state["turn"], "route_query", "planner", messages, reply, started)

@@ -1,0 +1,139 @@
+"""The long-lived things nodes use: retrieval stack, reranker, chat models, collection tools.
+
+Built once per process from settings and bound to the nodes when the graph is built (see
+`graphs/rag.py`); per-request choices come from the runtime context instead. Tests build a
+`Services` with scripted chat models and a temporary store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+
+from agent.context import AgentContext
+from agent.settings import Settings
+from agent.state import UsageEntry
+from retrievers.chunking import bundled_token_counter
+from retrievers.rerank import Reranker, make_reranker
+from retrievers.stack import RetrievalStack
+from retrievers.store import CollectionInfo
+from tools.collection_search import CollectionSearch
+
+ROLE_FIELD = {"generator": "generator_model", "planner": "planner_model", "judge": "judge_model"}
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stack: RetrievalStack | None = None,
+        reranker: Reranker | None = None,
+        chat_models: dict[str, BaseChatModel] | None = None,
+        supports_tools: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stack = stack or RetrievalStack(settings)
+        self._reranker = reranker
+        self._chat_overrides = dict(chat_models or {})
+        self._chat_cache: dict[tuple[str, str | None], BaseChatModel] = {}
+        self._supports_tools = supports_tools
+        self._lock = threading.Lock()
+        self._description_vectors: dict[tuple[str, str], list[float]] = {}
+
+    # -- models --------------------------------------------------------------------------------
+    @cached_property
+    def reranker(self) -> Reranker:
+        return self._reranker or make_reranker(self.settings, self.stack.embeddings)
+
+    @property
+    def supports_tools(self) -> bool:
+        if self._supports_tools is not None:
+            return self._supports_tools
+        from agent.llm import supports_tools
+
+        return supports_tools(self.settings)
+
+    def chat_model(self, role: str, ctx: AgentContext) -> BaseChatModel:
+        if role in self._chat_overrides:
+            return self._chat_overrides[role]
+        if "default" in self._chat_overrides:
+            return self._chat_overrides["default"]
+        model_name: str | None = getattr(ctx, ROLE_FIELD[role])
+        key = (role, model_name)
+        with self._lock:
+            if key not in self._chat_cache:
+                from agent.llm import make_chat_model
+
+                self._chat_cache[key] = make_chat_model(
+                    self.settings,
+                    role,  # type: ignore[arg-type]
+                    model=model_name,
+                )
+            return self._chat_cache[key]
+
+    # -- collections ---------------------------------------------------------------------------
+    def collections(self, allowed: Sequence[str] | None) -> list[CollectionInfo]:
+        infos = self.stack.store.list_collections()
+        if allowed is not None:
+            infos = [i for i in infos if i.name in set(allowed)]
+        return infos
+
+    def search(self, info: CollectionInfo, ctx: AgentContext) -> CollectionSearch:
+        return CollectionSearch(
+            self.stack.retriever, self.reranker, info, ctx.tenant, candidates=ctx.candidates
+        )
+
+    def description_vector(self, info: CollectionInfo) -> list[float] | None:
+        if not info.description:
+            return None
+        key = (info.name, info.description)
+        if key not in self._description_vectors:
+            self._description_vectors[key] = self.stack.embeddings.embed_query(info.description)
+        return self._description_vectors[key]
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.stack.embeddings.embed_documents, list(texts))
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def count_tokens(texts: Sequence[str]) -> int:
+    """Token count with the bundled tokenizer, for models that report no usage."""
+    return sum(bundled_token_counter().count(list(texts))) if texts else 0
+
+
+def usage_entry(
+    turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
+) -> UsageEntry:
+    """Usage as the model reported it, else counted; model time measured around the call."""
+    meta = getattr(reply, "usage_metadata", None) if isinstance(reply, AIMessage) else None
+    if meta and (meta.get("input_tokens") or meta.get("output_tokens")):
+        tokens_in, tokens_out = int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0))
+    else:
+        tokens_in = count_tokens([str(m.content) for m in messages])
+        text = reply.content if isinstance(reply, BaseMessage) else str(reply or "")
+        tokens_out = count_tokens([str(text)])
+    return {
+        "turn": turn,
+        "node": node,
+        "role": role,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "model_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0

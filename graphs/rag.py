@@ -1,0 +1,76 @@
+"""The main agent graph, read top to bottom like its diagram.
+
+contextualize_query -> route_query -+-> generate_answer (direct)
+                                    +-> research (Send, one per sub-query) --+
+                                    +-> decompose_query -+-> research (Send) -+-> collect_evidence
+                                                         +-> research_chain --+
+collect_evidence -> generate_answer -> reflect_answer -> (END | generate_answer)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from agent.context import AgentContext
+from agent.nodes.chain import research_chain
+from agent.nodes.collect import collect_evidence
+from agent.nodes.contextualize import contextualize_query
+from agent.nodes.decompose import decompose_query
+from agent.nodes.generate import generate_answer
+from agent.nodes.reflect import reflect_answer
+from agent.nodes.route import route_query
+from agent.services import Services
+from agent.settings import get_settings
+from agent.state import AgentState, InputState, OutputState
+from graphs.research import build_research_graph
+
+
+def build_graph(
+    services: Services, checkpointer: BaseCheckpointSaver[Any] | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    research = build_research_graph(services)
+    builder = StateGraph(
+        AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("contextualize_query", partial(contextualize_query, services=services))
+    builder.add_node(
+        "route_query",
+        partial(route_query, services=services),
+        destinations=("generate_answer", "decompose_query", "research"),
+    )
+    builder.add_node(
+        "decompose_query",
+        partial(decompose_query, services=services),
+        destinations=("research", "research_chain"),
+    )
+    builder.add_node("research", research)
+    builder.add_node("research_chain", partial(research_chain, research=research))
+    builder.add_node("collect_evidence", collect_evidence)
+    builder.add_node("generate_answer", partial(generate_answer, services=services))
+    builder.add_node(
+        "reflect_answer",
+        partial(reflect_answer, services=services),
+        destinations=("generate_answer", "__end__"),
+    )
+    builder.add_edge(START, "contextualize_query")
+    builder.add_edge("contextualize_query", "route_query")
+    builder.add_edge("research", "collect_evidence")
+    builder.add_edge("research_chain", "collect_evidence")
+    builder.add_edge("collect_evidence", "generate_answer")
+    builder.add_edge("generate_answer", "reflect_answer")
+    return builder.compile(checkpointer=checkpointer, name="agentrag")
+
+
+def recursion_limit(ctx: AgentContext) -> int:
+    """Explicit and generous: budgets end every turn long before LangGraph's limit would."""
+    return ctx.max_steps * 2 + 25
+
+
+def make_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Entry point for `langgraph.json`: services from settings; the server adds persistence."""
+    return build_graph(Services(get_settings()))

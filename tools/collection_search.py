@@ -1,0 +1,97 @@
+"""One LangChain tool per collection: hybrid search, then rerank, returning scored chunks.
+
+The tool's name and description come from the collection, so an LLM that picks tools picks
+collections, and the agent's own retrieve node calls the very same tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from retrievers.rerank import Reranker
+from retrievers.search import HybridRetriever, RetrievedChunk
+from retrievers.store import CollectionInfo
+
+
+class SearchArgs(BaseModel):
+    query: str = Field(description="A focused search query: names and key terms.")
+    k: int = Field(default=6, ge=1, le=50, description="How many chunks to return.")
+
+
+def tool_name(collection: str) -> str:
+    return "search_" + re.sub(r"[^A-Za-z0-9_]", "_", collection)
+
+
+def chunk_record(chunk: RetrievedChunk, relevance: float) -> dict[str, Any]:
+    return {
+        "id": chunk.id,
+        "collection": chunk.collection,
+        "doc_id": chunk.doc_id,
+        "title": chunk.title,
+        "source": chunk.source,
+        "heading_path": list(chunk.heading_path),
+        "chunk_index": chunk.chunk_index,
+        "text": chunk.text,
+        "retrieval_score": chunk.score,
+        "relevance": relevance,
+    }
+
+
+class CollectionSearch:
+    """Hybrid search over one collection for one tenant, reranked."""
+
+    def __init__(
+        self,
+        retriever: HybridRetriever,
+        reranker: Reranker,
+        info: CollectionInfo,
+        tenant: str,
+        candidates: int = 24,
+    ) -> None:
+        self.retriever = retriever
+        self.reranker = reranker
+        self.info = info
+        self.tenant = tenant
+        self.candidates = candidates
+
+    async def asearch(self, query: str, k: int = 6) -> list[dict[str, Any]]:
+        chunks = await asyncio.to_thread(
+            self.retriever.search,
+            query,
+            self.info.name,
+            k=max(k, self.candidates),
+            mode="hybrid",
+            tenant=self.tenant,
+        )
+        if not chunks:
+            return []
+        passages = [_passage(c) for c in chunks]
+        ranked = await self.reranker.arerank(query, passages, top_n=k)
+        return [chunk_record(chunks[r.index], r.score) for r in ranked]
+
+    def as_tool(self) -> BaseTool:
+        description = self.info.description or f"Documents in the {self.info.name} collection."
+
+        async def run(query: str, k: int = 6) -> list[dict[str, Any]]:
+            return await self.asearch(query, k)
+
+        def run_sync(query: str, k: int = 6) -> list[dict[str, Any]]:
+            return asyncio.run(self.asearch(query, k))
+
+        return StructuredTool.from_function(
+            func=run_sync,
+            coroutine=run,
+            name=tool_name(self.info.name),
+            description=f"Search {self.info.name}: {description}",
+            args_schema=SearchArgs,
+        )
+
+
+def _passage(chunk: RetrievedChunk) -> str:
+    context = " > ".join(part for part in (chunk.title, *chunk.heading_path) if part)
+    return f"{context}\n{chunk.text}" if context else chunk.text
