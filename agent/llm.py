@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -41,10 +41,11 @@ SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette
 """Imported by `llama_cpp.server`; looked up, not imported, so a broken build cannot crash us."""
 
 _SERVER_BOOTSTRAP = """\
-import os, runpy, sys, threading
+import os, runpy, threading
 
 def _exit_with_parent():
-    sys.stdin.buffer.read()
+    while os.read(0, 4096):
+        pass
     os._exit(0)
 
 threading.Thread(target=_exit_with_parent, daemon=True).start()
@@ -161,8 +162,8 @@ def llm_endpoint_error(exc: BaseException) -> LLMError | None:
     if isinstance(error, openai.APIConnectionError):
         if embedded is not None:
             return LLMError(
-                f"The embedded LLM server at {url} stopped answering; its log is "
-                f"{embedded.log_path}. Restart agentrag.",
+                f"The embedded LLM server at {url} stopped answering (its log is "
+                f"{embedded.log_path}); make_chat_model starts a new one for the next model.",
                 url=url,
             )
         return LLMError(
@@ -212,15 +213,20 @@ class _LaunchConfig:
             model_path=settings.embedded_llm_path,
             alias=settings.llm_model,
             n_ctx=settings.embedded_llm_ctx,
-            n_threads=settings.embedded_llm_threads or _usable_cpus(),
+            n_threads=settings.embedded_llm_threads or _default_threads(),
         )
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on, which in a container is often fewer than the host has."""
+def _default_threads() -> int:
+    """Half the usable CPUs: llama.cpp's threads spin-wait on each other, so when every core is
+    given to it and anything else runs (embeddings, Qdrant, a test suite) generation collapses.
+    Measured with SmolLM2 on 2 busy cores: 2 threads gave 3-5 tokens/s, 1 thread 40-70.
+    """
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+        usable = len(os.sched_getaffinity(0))
+    else:
+        usable = os.cpu_count() or 1
+    return max(1, usable // 2)
 
 
 def bundled_model_path() -> Path:
@@ -261,6 +267,7 @@ class EmbeddedLLMServer:
 
     STOP_GRACE_S = 5.0
     POLL_INTERVAL_S = 0.2
+    LOG_ROTATE_BYTES = 10_000_000
     PORT_ATTEMPTS = 3
     """Another process can take the free port between our check and the server's bind."""
 
@@ -299,7 +306,7 @@ class EmbeddedLLMServer:
                 return self
             self._stop_locked()
             command = self._command()
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._rotate_log()
             for attempt in range(1, self.PORT_ATTEMPTS + 1):
                 port = _free_port()
                 log_start = self._log_size()
@@ -384,6 +391,8 @@ class EmbeddedLLMServer:
             str(self._config.n_threads),
             "--host",
             LOOPBACK,
+            "--verbose",
+            "False",
         ]
 
     def _spawn(self, command: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -429,6 +438,12 @@ class EmbeddedLLMServer:
                     )
                 time.sleep(self.POLL_INTERVAL_S)
 
+    def _rotate_log(self) -> None:
+        """Keep one previous log: the server appends a line per request for as long as it runs."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log_size() > self.LOG_ROTATE_BYTES:
+            self.log_path.replace(self.log_path.with_suffix(".log.1"))
+
     def _log_size(self) -> int:
         try:
             return self.log_path.stat().st_size
@@ -438,11 +453,8 @@ class EmbeddedLLMServer:
     def _log_tail(self, start: int, lines: int = 20) -> str:
         with self.log_path.open("rb") as log:
             log.seek(start)
-            return "\n".join(deque(_decoded(log), maxlen=lines))
-
-
-def _decoded(log: IO[bytes]) -> list[str]:
-    return [line.decode(errors="replace").rstrip() for line in log]
+            last = deque(log, maxlen=lines)
+        return "\n".join(line.decode(errors="replace").rstrip() for line in last)
 
 
 class _PortTakenError(Exception):

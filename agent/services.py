@@ -11,6 +11,7 @@ import asyncio
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -26,6 +27,9 @@ from retrievers.rerank import Reranker, make_reranker
 from retrievers.stack import RetrievalStack
 from retrievers.store import CollectionInfo
 from tools.collection_search import CollectionSearch
+
+VECTOR_CACHE_SIZE = 20_000
+"""Query and chunk vectors kept per process (384 floats each: about 60 MB at the limit)."""
 
 ROLE_FIELD = {"generator": "generator_model", "planner": "planner_model", "judge": "judge_model"}
 
@@ -48,6 +52,8 @@ class Services:
         self._supports_tools = supports_tools
         self._lock = threading.Lock()
         self._description_vectors: dict[tuple[str, str], list[float]] = {}
+        self._query_vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._chunk_vectors: OrderedDict[str, list[float]] = OrderedDict()
 
     # -- models --------------------------------------------------------------------------------
     @cached_property
@@ -89,7 +95,13 @@ class Services:
 
     def search(self, info: CollectionInfo, ctx: AgentContext) -> CollectionSearch:
         return CollectionSearch(
-            self.stack.retriever, self.reranker, info, ctx.tenant, candidates=ctx.candidates
+            self.stack.retriever,
+            self.reranker,
+            info,
+            ctx.tenant,
+            candidates=ctx.candidates,
+            embed_query=self.embed_query,
+            remember=self.remember_chunk_vectors,
         )
 
     def description_vector(self, info: CollectionInfo) -> list[float] | None:
@@ -101,7 +113,45 @@ class Services:
         return self._description_vectors[key]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
         return await asyncio.to_thread(self.stack.embeddings.embed_documents, list(texts))
+
+    async def embed_query(self, text: str) -> list[float]:
+        """Query vectors are cached: routing and retrieval embed the same query once."""
+        with self._lock:
+            cached = self._query_vectors.get(text)
+        if cached is not None:
+            return cached
+        vector = await asyncio.to_thread(self.stack.embeddings.embed_query, text)
+        self._remember(self._query_vectors, {text: vector})
+        return vector
+
+    def remember_chunk_vectors(self, vectors: dict[str, list[float]]) -> None:
+        self._remember(self._chunk_vectors, vectors)
+
+    async def chunk_vectors(self, ids_and_texts: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """Stored vectors of retrieved chunks; embeds only those no search has returned yet."""
+        with self._lock:
+            known = {
+                i: self._chunk_vectors[i] for i, _ in ids_and_texts if i in self._chunk_vectors
+            }
+        missing = [(i, t) for i, t in ids_and_texts if i not in known]
+        if missing:
+            fresh = await self.embed([t for _, t in missing])
+            known.update({i: v for (i, _), v in zip(missing, fresh, strict=True)})
+            self.remember_chunk_vectors({i: v for (i, _), v in zip(missing, fresh, strict=True)})
+        return [known[i] for i, _ in ids_and_texts]
+
+    def _remember(
+        self, cache: OrderedDict[str, list[float]], items: dict[str, list[float]]
+    ) -> None:
+        with self._lock:
+            for key, vector in items.items():
+                cache[key] = vector
+                cache.move_to_end(key)
+            while len(cache) > VECTOR_CACHE_SIZE:
+                cache.popitem(last=False)
 
     def close(self) -> None:
         self.stack.close()

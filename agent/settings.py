@@ -159,7 +159,9 @@ class Settings(BaseSettings):
     )
     embedded_llm_ctx: int = Field(default=4096, ge=512, description="Embedded LLM context size.")
     embedded_llm_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads of the embedded LLM (default: all cores)."
+        default=None,
+        ge=1,
+        description="CPU threads of the embedded LLM (default: half the usable cores).",
     )
 
     # -- chunking and sparse vectors ---------------------------------------------------------

@@ -55,6 +55,12 @@ def to_edge_filter(where: PayloadFilter | None) -> qe.Filter | None:
     )
 
 
+def _dense_of(vector: Any) -> list[float] | None:
+    if isinstance(vector, dict) and DENSE in vector:
+        return [float(x) for x in vector[DENSE]]
+    return None
+
+
 class EmbeddedQdrantStore(VectorStore):
     """Collections as Qdrant Edge shards under one directory.
 
@@ -222,6 +228,7 @@ class EmbeddedQdrantStore(VectorStore):
         limit: int = 10,
         where: PayloadFilter | None = None,
         options: QueryOptions | None = None,
+        with_dense: bool = False,
     ) -> list[SearchHit]:
         opts = options or QueryOptions()
         edge_filter = to_edge_filter(where)
@@ -240,7 +247,11 @@ class EmbeddedQdrantStore(VectorStore):
             raise ValueError("query needs a dense vector, a sparse vector, or both")
         if len(queries) == 1:
             request = qe.QueryRequest(
-                limit=limit, query=queries[0], filter=edge_filter, with_payload=True
+                limit=limit,
+                query=queries[0],
+                filter=edge_filter,
+                with_payload=True,
+                with_vector=[DENSE] if with_dense else False,
             )
         else:
             prefetch_limit = max(opts.prefetch_limit, limit)
@@ -257,10 +268,17 @@ class EmbeddedQdrantStore(VectorStore):
                 query=fusion,
                 filter=edge_filter,
                 with_payload=True,
+                with_vector=[DENSE] if with_dense else False,
             )
         points = self._shard(name).query(request)
         return [
-            SearchHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in points
+            SearchHit(
+                id=str(p.id),
+                score=float(p.score),
+                payload=p.payload or {},
+                dense=_dense_of(p.vector) if with_dense else None,
+            )
+            for p in points
         ]
 
     def optimize(self, name: str) -> None:

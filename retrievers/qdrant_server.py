@@ -50,6 +50,12 @@ def to_qdrant_filter(where: PayloadFilter | None) -> models.Filter | None:
     return models.Filter(must=must, must_not=must_not)
 
 
+def _dense_of(vector: Any) -> list[float] | None:
+    if isinstance(vector, dict) and isinstance(vector.get(DENSE), list):
+        return [float(x) for x in vector[DENSE]]
+    return None
+
+
 class QdrantServerStore(VectorStore):
     def __init__(
         self,
@@ -207,6 +213,7 @@ class QdrantServerStore(VectorStore):
         limit: int = 10,
         where: PayloadFilter | None = None,
         options: QueryOptions | None = None,
+        with_dense: bool = False,
     ) -> list[SearchHit]:
         opts = options or QueryOptions()
         qfilter = to_qdrant_filter(where)
@@ -230,6 +237,7 @@ class QdrantServerStore(VectorStore):
                 query_filter=qfilter,
                 limit=limit,
                 with_payload=True,
+                with_vectors=[DENSE] if with_dense else False,
             )
         else:
             prefetch_limit = max(opts.prefetch_limit, limit)
@@ -250,9 +258,15 @@ class QdrantServerStore(VectorStore):
                 query_filter=qfilter,
                 limit=limit,
                 with_payload=True,
+                with_vectors=[DENSE] if with_dense else False,
             )
         return [
-            SearchHit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+            SearchHit(
+                id=str(p.id),
+                score=float(p.score),
+                payload=dict(p.payload or {}),
+                dense=_dense_of(p.vector) if with_dense else None,
+            )
             for p in response.points
         ]
 

@@ -163,6 +163,13 @@ class EmbeddingReranker:
         docs = await self._embeddings.aembed_documents(list(passages))
         return _ordered([_cosine(q, d) for d in docs], top_n)
 
+    def rerank_vectors(
+        self, query_vector: Sequence[float], vectors: Sequence[Sequence[float]], top_n: int | None
+    ) -> list[RerankResult]:
+        """Score with vectors the store already holds: the same ranking, no model call."""
+        _check_top_n(top_n)
+        return _ordered([_cosine(query_vector, v) for v in vectors], top_n)
+
 
 def _cohere_base_url(base_url: str | None) -> str:
     """The SDK appends `v2/rerank` itself; accept a URL given with a trailing /v1 or /v2 too."""

@@ -25,6 +25,7 @@ class RetrievedChunk:
     chunk_index: int
     collection: str
     payload: dict[str, Any] = field(default_factory=dict, repr=False)
+    dense: list[float] | None = field(default=None, repr=False)
 
     @classmethod
     def from_hit(cls, hit: SearchHit, collection: str) -> RetrievedChunk:
@@ -40,6 +41,7 @@ class RetrievedChunk:
             chunk_index=int(p.get("chunk_index", 0)),
             collection=collection,
             payload=p,
+            dense=hit.dense,
         )
 
 
@@ -83,8 +85,9 @@ class HybridRetriever:
         mode: SearchMode = "hybrid",
         tenant: str | None = None,
         where: PayloadFilter | None = None,
+        with_dense: bool = False,
     ) -> list[RetrievedChunk]:
-        """Same as `search` with a precomputed query embedding (batch evaluation embeds once)."""
+        """Same as `search` with a precomputed query embedding (embed once, search many)."""
         sparse = self.sparse.encode_query(query) if mode in ("hybrid", "sparse") else None
         scope = PayloadFilter(must={"tenant": tenant}) if tenant else PayloadFilter()
         scope = scope.and_(where)
@@ -95,5 +98,6 @@ class HybridRetriever:
             limit=k,
             where=None if scope.is_empty else scope,
             options=self.options,
+            with_dense=with_dense,
         )
         return [RetrievedChunk.from_hit(hit, collection) for hit in hits]

@@ -55,6 +55,8 @@ class SearchHit:
     id: str
     score: float
     payload: dict[str, Any]
+    dense: list[float] | None = None
+    """The stored dense vector, when asked for: lets callers score chunks without re-embedding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ class VectorStore(ABC):
         limit: int = 10,
         where: PayloadFilter | None = None,
         options: QueryOptions | None = None,
+        with_dense: bool = False,
     ) -> list[SearchHit]:
         """Dense-only, sparse-only, or fused hybrid search, depending on which vectors are given."""
 

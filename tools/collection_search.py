@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from retrievers.rerank import Reranker
+from retrievers.rerank import EmbeddingReranker, Reranker
 from retrievers.search import HybridRetriever, RetrievedChunk
 from retrievers.store import CollectionInfo
 
@@ -42,8 +43,16 @@ def chunk_record(chunk: RetrievedChunk, relevance: float) -> dict[str, Any]:
     }
 
 
+QueryEmbedder = Callable[[str], Awaitable[list[float]]]
+
+
 class CollectionSearch:
-    """Hybrid search over one collection for one tenant, reranked."""
+    """Hybrid search over one collection for one tenant, reranked.
+
+    The query is embedded once (through `embed_query`, which callers may cache) and the stored
+    chunk vectors come back with the hits, so the no-cross-encoder reranker scores by cosine
+    without running the model again; `remember` receives those vectors for later checks.
+    """
 
     def __init__(
         self,
@@ -52,26 +61,41 @@ class CollectionSearch:
         info: CollectionInfo,
         tenant: str,
         candidates: int = 24,
+        embed_query: QueryEmbedder | None = None,
+        remember: Callable[[dict[str, list[float]]], None] | None = None,
     ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.info = info
         self.tenant = tenant
         self.candidates = candidates
+        self._embed_query = embed_query
+        self._remember = remember
 
     async def asearch(self, query: str, k: int = 6) -> list[dict[str, Any]]:
+        if self._embed_query is not None:
+            vector = await self._embed_query(query)
+        else:
+            vector = await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
         chunks = await asyncio.to_thread(
-            self.retriever.search,
+            self.retriever.search_vectors,
             query,
             self.info.name,
+            dense=vector,
             k=max(k, self.candidates),
             mode="hybrid",
             tenant=self.tenant,
+            with_dense=True,
         )
         if not chunks:
             return []
-        passages = [_passage(c) for c in chunks]
-        ranked = await self.reranker.arerank(query, passages, top_n=k)
+        vectors = {c.id: c.dense for c in chunks if c.dense is not None}
+        if self._remember is not None:
+            self._remember(vectors)
+        if isinstance(self.reranker, EmbeddingReranker) and len(vectors) == len(chunks):
+            ranked = self.reranker.rerank_vectors(vector, [vectors[c.id] for c in chunks], k)
+        else:
+            ranked = await self.reranker.arerank(query, [_passage(c) for c in chunks], top_n=k)
         return [chunk_record(chunks[r.index], r.score) for r in ranked]
 
     def as_tool(self) -> BaseTool:

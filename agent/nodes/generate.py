@@ -77,8 +77,8 @@ async def attach_citations(answer: str, evidence: list[Evidence], services: Serv
     sentences = split_sentences(answer)
     if not sentences or not evidence:
         return answer
-    vectors = await services.embed([*sentences, *(e["text"] for e in evidence)])
-    sent_vecs, ev_vecs = vectors[: len(sentences)], vectors[len(sentences) :]
+    sent_vecs = await services.embed(sentences)
+    ev_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     out = []
     for sentence, vec in zip(sentences, sent_vecs, strict=True):
         scores = [cosine(vec, ev) for ev in ev_vecs]

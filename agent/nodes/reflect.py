@@ -45,36 +45,53 @@ def lexical_support(sentence: str, texts: list[str]) -> float:
 
 async def judge_sentences(
     answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
-) -> list[SentenceVerdict]:
-    sentences = split_sentences(answer)
-    if not sentences:
-        return []
-    pieces: list[tuple[int, str]] = [
-        (n, s) for n, e in enumerate(evidence, 1) for s in split_sentences(e["text"])[:40]
-    ]
+) -> tuple[list[SentenceVerdict], list[float]]:
+    """Chunk-level similarity and word overlap first (stored vectors: cheap); only sentences
+    still unsupported are compared with the individual sentences of the chunks they cite."""
+    sentences = split_sentences(answer) or [answer]
     texts = [_CITE.sub("", s).strip() for s in sentences]
-    vectors = await services.embed([*texts, *(p for _, p in pieces)])
-    sent_vecs, piece_vecs = vectors[: len(texts)], vectors[len(texts) :]
-    out: list[SentenceVerdict] = []
+    whole = _CITE.sub("", answer).strip()
+    vectors = await services.embed(texts if len(texts) == 1 else [*texts, whole])
+    sent_vecs, answer_vec = vectors[: len(texts)], vectors[-1]
+    chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
+    scopes: list[set[int]] = []
+    semantic: list[float] = []
+    lexical: list[float] = []
     for sentence, text, vec in zip(sentences, texts, sent_vecs, strict=True):
+        scope = set(cited_numbers(sentence, len(evidence))) or set(range(1, len(evidence) + 1))
+        scopes.append(scope)
+        semantic.append(max(cosine(vec, chunk_vecs[n - 1]) for n in scope))
+        lexical.append(lexical_support(text, [evidence[n - 1]["text"] for n in scope]))
+    unresolved = [
+        i
+        for i in range(len(sentences))
+        if semantic[i] < ctx.support_threshold and lexical[i] < LEXICAL_SUPPORT
+    ]
+    if unresolved:
+        wanted = sorted(set().union(*(scopes[i] for i in unresolved)))
+        pieces = [(n, p) for n in wanted for p in split_sentences(evidence[n - 1]["text"])[:30]]
+        piece_vecs = await services.embed([p for _, p in pieces])
+        for i in unresolved:
+            sims = [
+                cosine(sent_vecs[i], pv)
+                for (n, _), pv in zip(pieces, piece_vecs, strict=True)
+                if n in scopes[i]
+            ]
+            semantic[i] = max([semantic[i], *sims])
+    out: list[SentenceVerdict] = []
+    for i, (sentence, text) in enumerate(zip(sentences, texts, strict=True)):
         cited = cited_numbers(sentence, len(evidence))
-        scope = set(cited) or set(range(1, len(evidence) + 1))
-        sims = [
-            cosine(vec, pv) for (n, _), pv in zip(pieces, piece_vecs, strict=True) if n in scope
-        ]
-        semantic = max(sims, default=0.0)
-        lexical = lexical_support(text, [evidence[n - 1]["text"] for n in scope])
         short = len(text.split()) < MIN_WORDS
-        supported = short or semantic >= ctx.support_threshold or lexical >= LEXICAL_SUPPORT
+        supported = short or semantic[i] >= ctx.support_threshold or lexical[i] >= LEXICAL_SUPPORT
         out.append(
             {
                 "sentence": sentence,
                 "cited": cited,
-                "support": round(max(semantic, lexical), 3),
+                "support": round(max(semantic[i], lexical[i]), 3),
                 "supported": bool(supported and (cited or short)),
             }
         )
-    return out
+    return out, answer_vec
 
 
 async def reflect_answer(
@@ -97,9 +114,9 @@ async def reflect_answer(
         }
         return _finish(state, update, verdict, started, "nothing to check")
 
-    sentences = await judge_sentences(answer, evidence, ctx, services)
+    sentences, a_vec = await judge_sentences(answer, evidence, ctx, services)
     grounded = bool(sentences) and all(s["supported"] for s in sentences)
-    q_vec, a_vec = await services.embed([state["question"], _CITE.sub("", answer)])
+    q_vec = await services.embed_query(state["query"])
     answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
     method: Literal["similarity", "llm"] = "similarity"
     if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):

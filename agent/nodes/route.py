@@ -65,7 +65,7 @@ def needs_decomposition(question: str) -> bool:
 async def score_collections(
     query: str, infos: list[CollectionInfo], ctx: AgentContext, services: Services
 ) -> dict[str, float]:
-    vector = (await services.embed([query]))[0]
+    vector = await services.embed_query(query)
     store = services.stack.store
     where = PayloadFilter(must={"tenant": ctx.tenant})
 

@@ -222,3 +222,13 @@ def test_invalid_collection_name_is_refused(store: VectorStore) -> None:
 
     with pytest.raises(ConfigError, match="Invalid collection name"):
         store.create_collection("../escape", SPEC)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_stored_dense_vectors_come_back_on_request(filled: VectorStore, mode: str) -> None:
+    dense = [1, 0, 0, 0] if mode != "sparse" else None
+    sparse = SparseVector([1], [1.0]) if mode != "dense" else None
+    hits = filled.query("docs", dense=dense, sparse=sparse, limit=4, with_dense=True)
+    by_text = {h.payload["text"]: h.dense for h in hits}
+    assert by_text["zero"] == pytest.approx([1.0, 0.0, 0.0, 0.0])  # cosine vectors are normalised
+    assert all(h.dense is None for h in filled.query("docs", dense=dense, sparse=sparse, limit=4))
