@@ -86,12 +86,27 @@ class Services:
                 )
             return self._chat_cache[key]
 
+    async def achat_model(self, role: str, ctx: AgentContext) -> BaseChatModel:
+        """`chat_model` off the event loop: the first call may start the embedded LLM server."""
+        return await asyncio.to_thread(self.chat_model, role, ctx)
+
     # -- collections ---------------------------------------------------------------------------
     def collections(self, allowed: Sequence[str] | None) -> list[CollectionInfo]:
         infos = self.stack.store.list_collections()
         if allowed is not None:
             infos = [i for i in infos if i.name in set(allowed)]
         return infos
+
+    async def asearches(
+        self, ctx: AgentContext, names: Sequence[str] | None
+    ) -> list[CollectionSearch]:
+        """Search tools for the allowed collections, built off the event loop (reading collection
+        metadata touches the disk; the first use may load the reranker)."""
+
+        def build() -> list[CollectionSearch]:
+            return [self.search(info, ctx) for info in self.collections(names)]
+
+        return await asyncio.to_thread(build)
 
     def search(self, info: CollectionInfo, ctx: AgentContext) -> CollectionSearch:
         return CollectionSearch(
@@ -115,7 +130,7 @@ class Services:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        return await asyncio.to_thread(self.stack.embeddings.embed_documents, list(texts))
+        return await asyncio.to_thread(lambda: self.stack.embeddings.embed_documents(list(texts)))
 
     async def embed_query(self, text: str) -> list[float]:
         """Query vectors are cached: routing and retrieval embed the same query once."""
@@ -123,7 +138,7 @@ class Services:
             cached = self._query_vectors.get(text)
         if cached is not None:
             return cached
-        vector = await asyncio.to_thread(self.stack.embeddings.embed_query, text)
+        vector = await asyncio.to_thread(lambda: self.stack.embeddings.embed_query(text))
         self._remember(self._query_vectors, {text: vector})
         return vector
 
@@ -181,6 +196,13 @@ def usage_entry(
         "output_tokens": tokens_out,
         "model_ms": round((time.perf_counter() - started) * 1000, 2),
     }
+
+
+async def ausage_entry(
+    turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
+) -> UsageEntry:
+    """`usage_entry` off the event loop: counting may load the tokenizer from disk."""
+    return await asyncio.to_thread(usage_entry, turn, node, role, messages, reply, started)
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

@@ -9,7 +9,7 @@ collect_evidence -> generate_answer -> reflect_answer -> (END | generate_answer)
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -71,6 +71,8 @@ def recursion_limit(ctx: AgentContext) -> int:
     return ctx.max_steps * 2 + 25
 
 
+@lru_cache(maxsize=1)
 def make_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Entry point for `langgraph.json`: services from settings; the server adds persistence."""
+    """Entry point for `langgraph.json`; the server adds persistence. Built once per process:
+    the server asks for the graph on every run, and the embedded store serves one owner."""
     return build_graph(Services(get_settings()))

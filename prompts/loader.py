@@ -58,6 +58,7 @@ def load_prompt(name: str, version: int | None = None) -> Prompt:
     return _parse(PROMPT_DIR / f"{name}.v{chosen}.md", name, chosen)
 
 
+@lru_cache(maxsize=1)
 def available_prompts() -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for path in PROMPT_DIR.glob("*.md"):
@@ -65,3 +66,14 @@ def available_prompts() -> dict[str, list[int]]:
         if match:
             found.setdefault(match["name"], []).append(int(match["version"]))
     return found
+
+
+def preload_prompts() -> None:
+    """Read every prompt now, so no request path touches the disk for one."""
+    for name, versions in available_prompts().items():
+        load_prompt(name)
+        for version in versions:
+            load_prompt(name, version)
+
+
+preload_prompts()

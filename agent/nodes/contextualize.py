@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, usage_entry
+from agent.services import Services, ausage_entry
 from agent.state import AgentState
 from prompts.loader import load_prompt
 
@@ -74,13 +74,13 @@ async def contextualize_query(
             llm_messages = [SystemMessage(prompt)]
             call_started = time.perf_counter()
             try:
-                reply = await services.chat_model("planner", ctx).ainvoke(llm_messages)
+                reply = await (await services.achat_model("planner", ctx)).ainvoke(llm_messages)
                 rewritten = message_text(reply).strip().strip('"').splitlines()
                 update["query"] = (
                     rewritten[0].strip() if rewritten and rewritten[0].strip() else question
                 )
                 update["usage"] = [
-                    usage_entry(
+                    await ausage_entry(
                         turn, "contextualize_query", "planner", llm_messages, reply, call_started
                     )
                 ]

@@ -22,7 +22,7 @@ from agent.budget import exhausted, flag
 from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.nodes.route import _COMPARISON, research_send
-from agent.services import Services, usage_entry
+from agent.services import Services, ausage_entry
 from agent.state import AgentState, Plan, SubQuery
 from prompts.loader import load_prompt
 
@@ -105,12 +105,12 @@ async def decompose_query(
         messages = [SystemMessage(prompt), HumanMessage(question)]
         call_started = time.perf_counter()
         try:
-            model = services.chat_model("planner", ctx).with_structured_output(
+            model = (await services.achat_model("planner", ctx)).with_structured_output(
                 Decomposition, method="function_calling", include_raw=True
             )
             result: Any = await model.ainvoke(messages)
             update["usage"] = [
-                usage_entry(
+                await ausage_entry(
                     turn, "decompose_query", "planner", messages, result.get("raw"), call_started
                 )
             ]

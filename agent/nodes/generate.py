@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag, incomplete
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, cosine, usage_entry
+from agent.services import Services, ausage_entry, cosine
 from agent.state import AgentState, Citation, Evidence
 from prompts.loader import load_prompt
 
@@ -129,7 +129,7 @@ async def generate_answer(
         name = "generate_strict" if attempts else "generate"
         system = load_prompt(name).format(evidence=format_evidence(evidence))
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
-    model = services.chat_model("generator", ctx).bind(max_tokens=ctx.answer_max_tokens)
+    model = (await services.achat_model("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
     call_started = time.perf_counter()
     try:
@@ -150,7 +150,7 @@ async def generate_answer(
         return update
     answer = message_text(full).strip() if full is not None else ""
     update["usage"] = [
-        usage_entry(turn, "generate_answer", "generator", messages, full, call_started)
+        await ausage_entry(turn, "generate_answer", "generator", messages, full, call_started)
     ]
     if route["kind"] != "direct" and evidence:
         if not answer:

@@ -19,7 +19,7 @@ from langgraph.types import Command
 from agent.budget import flag, over_budget
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, usage_entry
+from agent.services import Services, ausage_entry
 from agent.state import Evidence, Grade, ResearchState
 
 MIN_EVIDENCE = 2
@@ -113,7 +113,7 @@ async def _judge(
     messages = [SystemMessage(prompt)]
     started = time.perf_counter()
     try:
-        reply = await services.chat_model("judge", ctx).ainvoke(messages)
+        reply = await (await services.achat_model("judge", ctx)).ainvoke(messages)
     except Exception:
         return [], None
     text = message_text(reply).lower()
@@ -122,4 +122,4 @@ async def _judge(
     else:
         numbers = {int(n) for n in re.findall(r"\d+", text)}
         chosen = [c for i, c in enumerate(chunks) if i + 1 in numbers]
-    return chosen, usage_entry(turn, "grade_evidence", "judge", messages, reply, started)
+    return chosen, await ausage_entry(turn, "grade_evidence", "judge", messages, reply, started)

@@ -21,7 +21,7 @@ from agent.context import AgentContext
 from agent.nodes.common import message_text, step
 from agent.nodes.generate import _CITE, NO_EVIDENCE, cited_numbers, split_sentences
 from agent.nodes.rewrite import keywords
-from agent.services import Services, cosine, usage_entry
+from agent.services import Services, ausage_entry, cosine
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 
 LEXICAL_SUPPORT = 0.7
@@ -180,8 +180,10 @@ async def _llm_judge(
     ]
     started = time.perf_counter()
     try:
-        reply = await services.chat_model("judge", ctx).ainvoke(messages)
+        reply = await (await services.achat_model("judge", ctx)).ainvoke(messages)
     except Exception:
         return True, None
     ok = message_text(reply).strip().lower().startswith("yes")
-    return ok, usage_entry(state["turn"], "reflect_answer", "judge", messages, reply, started)
+    return ok, await ausage_entry(
+        state["turn"], "reflect_answer", "judge", messages, reply, started
+    )

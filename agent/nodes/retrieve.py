@@ -33,14 +33,13 @@ async def retrieve_chunks(
     started = time.perf_counter()
     ctx = runtime.context
     query = state["query"]
-    infos = [i for i in services.collections(state["collections"] or None)]
-    searches = [services.search(info, ctx) for info in infos]
+    searches = await services.asearches(ctx, state["collections"] or None)
     per_collection = max(ctx.k * 2, 4)
     results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
     found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]
     candidates = merge_evidence(list(state.get("candidates") or []), found)
     tried = [*(state.get("queries_tried") or []), query]
-    note = f"{len(found)} chunks from {len(infos)} collection(s) for {query!r}"
+    note = f"{len(found)} chunks from {len(searches)} collection(s) for {query!r}"
     runtime.stream_writer(
         {
             "type": "retrieval",

@@ -20,7 +20,7 @@ from agent.budget import flag
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
 from agent.nodes.grade import research_budget
-from agent.services import Services, usage_entry
+from agent.services import Services, ausage_entry
 from agent.state import ResearchState
 from prompts.loader import load_prompt
 
@@ -68,12 +68,12 @@ async def rewrite_query(
         messages = [SystemMessage(prompt)]
         call_started = time.perf_counter()
         try:
-            reply = await services.chat_model("planner", ctx).ainvoke(messages)
+            reply = await (await services.achat_model("planner", ctx)).ainvoke(messages)
             lines = message_text(reply).strip().strip('"').splitlines()
             if lines and lines[0].strip():
                 new_query, how = lines[0].strip(), "planner"
             update["usage"] = [
-                usage_entry(turn, "rewrite_query", "planner", messages, reply, call_started)
+                await ausage_entry(turn, "rewrite_query", "planner", messages, reply, call_started)
             ]
         except Exception as exc:
             update["flags"] = [flag(turn, "llm_error", f"rewrite: {exc}")]

@@ -20,7 +20,7 @@ from langgraph.types import Command, Send
 from agent.budget import exhausted, flag, llm_calls_used
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, cosine, usage_entry
+from agent.services import Services, ausage_entry, cosine
 from agent.state import AgentState, Route, RouteKind
 from retrievers.store import CollectionInfo, PayloadFilter
 from tools.collection_search import tool_name
@@ -155,7 +155,7 @@ async def _tool_choice(
 ) -> tuple[list[str], Any]:
     if exhausted(state, ctx, llm_calls=1):
         return [], None
-    tools = [services.search(i, ctx).as_tool() for i in infos if i.name in candidates]
+    tools = [s.as_tool() for s in await services.asearches(ctx, candidates)]
     by_tool = {tool_name(name): name for name in candidates}
     messages = [
         SystemMessage("Choose the search tools whose collections can answer the question."),
@@ -163,11 +163,13 @@ async def _tool_choice(
     ]
     started = time.perf_counter()
     try:
-        model = services.chat_model("planner", ctx).bind_tools(tools)
+        model = (await services.achat_model("planner", ctx)).bind_tools(tools)
         reply = await model.ainvoke(messages)
     except Exception:
         return [], None
     picked = sorted(
         {by_tool[c["name"]] for c in getattr(reply, "tool_calls", []) if c["name"] in by_tool}
     )
-    return picked, usage_entry(state["turn"], "route_query", "planner", messages, reply, started)
+    return picked, await ausage_entry(
+        state["turn"], "route_query", "planner", messages, reply, started
+    )
