@@ -27,6 +27,7 @@ from retrievers.rerank import Reranker, make_reranker
 from retrievers.stack import RetrievalStack
 from retrievers.store import CollectionInfo
 from tools.collection_search import CollectionSearch
+from tools.web_search import WebSearch
 
 VECTOR_CACHE_SIZE = 20_000
 """Query and chunk vectors kept per process (384 floats each: about 60 MB at the limit)."""
@@ -59,6 +60,15 @@ class Services:
     @cached_property
     def reranker(self) -> Reranker:
         return self._reranker or make_reranker(self.settings, self.stack.embeddings)
+
+    @cached_property
+    def web_search(self) -> WebSearch | None:
+        if not self.settings.web_search_url:
+            return None
+        key = self.settings.web_search_api_key
+        return WebSearch(
+            self.settings.web_search_url, api_key=key.get_secret_value() if key else None
+        )
 
     @property
     def supports_tools(self) -> bool:

@@ -164,6 +164,14 @@ class Settings(BaseSettings):
         description="CPU threads of the embedded LLM (default: half the usable cores).",
     )
 
+    # -- web search (off by default) --------------------------------------------------------
+    web_search_url: str | None = Field(
+        default=None,
+        description="SearxNG-compatible search endpoint used when documents have nothing "
+        "relevant. Unset: no web search, no network.",
+    )
+    web_search_api_key: SecretStr | None = Field(default=None, description="Web search key.")
+
     # -- chunking and sparse vectors ---------------------------------------------------------
     chunk_size: int = Field(default=256, ge=32, le=8192, description="Tokens per chunk.")
     chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by adjacent chunks.")
@@ -239,7 +247,7 @@ class Settings(BaseSettings):
                 f"qdrant_url {self.qdrant_url!r} must start with http:// or https:// "
                 "(or be `:memory:` / `path:DIR` for qdrant-client's local mode)"
             )
-        for name in ("llm_base_url", "planner_base_url", "judge_base_url"):
+        for name in ("llm_base_url", "planner_base_url", "judge_base_url", "web_search_url"):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} {url!r} must start with http:// or https://")

@@ -18,8 +18,9 @@ from langgraph.types import Command
 
 from agent.budget import flag, over_budget
 from agent.context import AgentContext
+from agent.errors import AgentragError
 from agent.nodes.common import message_text, step
-from agent.services import Services, ausage_entry
+from agent.services import Services, ausage_entry, cosine
 from agent.state import Evidence, Grade, ResearchState
 
 MIN_EVIDENCE = 2
@@ -94,10 +95,50 @@ async def grade_evidence(
             return Command(update=update, goto="rewrite_query")
     if thin:
         update["fallback"] = True
-        if not kept:
+        web = (
+            await _web_fallback(state["query"], turn, ctx, services) if services.web_search else []
+        )
+        if web:
+            update["kept"] = sorted([*kept, *web], key=lambda c: -c["relevance"])[: ctx.k]
+            update["flags"] = [*update.get("flags", []), flag(turn, "web_fallback", state["query"])]
+        elif not kept:
             update["kept"] = candidates[: ctx.k]  # the best there is, marked as a fallback
     update["steps"] = [step(turn, "grade_evidence", started, note)]
     return Command(update=update, goto="finish_research")
+
+
+async def _web_fallback(
+    query: str, turn: str, ctx: AgentContext, services: Services
+) -> list[Evidence]:
+    """Web results as evidence, scored against the query like any chunk; failures are flags."""
+    assert services.web_search is not None
+    try:
+        results = await services.web_search.asearch(query, ctx.k)
+    except AgentragError:
+        return []
+    if not results:
+        return []
+    query_vector = await services.embed_query(query)
+    vectors = await services.embed([f"{r['title']}\n{r['text']}" for r in results])
+    evidence: list[Evidence] = []
+    for r, vector in zip(results, vectors, strict=True):
+        relevance = cosine(query_vector, vector)
+        if relevance >= ctx.ambiguous_threshold:
+            evidence.append(
+                {
+                    "id": f"web:{r['url']}",
+                    "collection": "web",
+                    "doc_id": r["url"],
+                    "title": r["title"],
+                    "source": r["url"],
+                    "heading_path": [],
+                    "chunk_index": 0,
+                    "text": r["text"],
+                    "retrieval_score": relevance,
+                    "relevance": relevance,
+                }
+            )
+    return evidence
 
 
 async def _judge(
