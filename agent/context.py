@@ -34,9 +34,16 @@ class AgentContext:
     judge_model: str | None = field(
         default=None, metadata=_doc("Model for the LLM judge at effort high (default: settings).")
     )
-    k: int = field(default=6, metadata=_doc("Chunks kept per sub-query after grading."))
+    k: int = field(default=10, metadata=_doc("Chunks kept per sub-query after grading."))
     candidates: int = field(default=24, metadata=_doc("Chunks retrieved before reranking."))
-    max_evidence: int = field(default=10, metadata=_doc("Chunks given to the answer writer."))
+    linked_docs: int = field(
+        default=4,
+        metadata=_doc("Chunks of documents whose titles the query or top chunks name (not low)."),
+    )
+    link_from: int = field(
+        default=6, metadata=_doc("Top chunks per collection whose named titles are followed.")
+    )
+    max_evidence: int = field(default=14, metadata=_doc("Chunks given to the answer writer."))
     max_subqueries: int = field(default=4, metadata=_doc("Most sub-questions per turn."))
     max_rewrites: int = field(default=1, metadata=_doc("Query rewrites per sub-question."))
     max_steps: int = field(default=40, metadata=_doc("Most graph steps per turn."))
@@ -48,7 +55,7 @@ class AgentContext:
         default=0.45, metadata=_doc("Rerank score at or above which a chunk is relevant.")
     )
     ambiguous_threshold: float = field(
-        default=0.30, metadata=_doc("Below this a chunk is irrelevant; between: ambiguous.")
+        default=0.20, metadata=_doc("Below this a chunk is irrelevant; between: ambiguous.")
     )
     support_threshold: float = field(
         default=0.55, metadata=_doc("Similarity an answer sentence needs to its evidence.")

@@ -26,6 +26,7 @@ class Evidence(TypedDict):
     text: str
     retrieval_score: float
     relevance: float
+    rank: int
 
 
 class SubQuery(TypedDict):

@@ -25,7 +25,7 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["rrf", "dbsf"]
 Scalar = str | int | bool
 
-INDEXED_KEYWORD_FIELDS = ("doc_id", "source")
+INDEXED_KEYWORD_FIELDS = ("doc_id", "source", "title")
 """Payload fields with a keyword index besides `tenant` (which gets a tenant-optimised index)."""
 
 _POINT_NAMESPACE = uuid.UUID("3f1c54d6-8a0e-4b8e-9d6c-2f9b1a7e5c40")

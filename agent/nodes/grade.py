@@ -71,7 +71,7 @@ async def grade_evidence(
                 grade = "correct"
     elif ambiguous:
         kept += ambiguous  # without a judge, ambiguous chunks stay: better some context than none
-    kept = sorted(kept, key=lambda c: -c["relevance"])[: ctx.k]
+    kept = sorted(kept, key=lambda c: (c["rank"], -c["relevance"]))[: ctx.k + ctx.linked_docs]
     dropped = len(candidates) - len(kept)
     update.update({"kept": kept, "grade": grade, "dropped": dropped})
     runtime.stream_writer(
@@ -99,7 +99,9 @@ async def grade_evidence(
             await _web_fallback(state["query"], turn, ctx, services) if services.web_search else []
         )
         if web:
-            update["kept"] = sorted([*kept, *web], key=lambda c: -c["relevance"])[: ctx.k]
+            update["kept"] = sorted([*kept, *web], key=lambda c: (c["rank"], -c["relevance"]))[
+                : ctx.k
+            ]
             update["flags"] = [*update.get("flags", []), flag(turn, "web_fallback", state["query"])]
         elif not kept:
             update["kept"] = candidates[: ctx.k]  # the best there is, marked as a fallback
@@ -136,6 +138,7 @@ async def _web_fallback(
                     "text": r["text"],
                     "retrieval_score": relevance,
                     "relevance": relevance,
+                    "rank": len(evidence),
                 }
             )
     return evidence

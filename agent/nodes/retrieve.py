@@ -19,12 +19,13 @@ from agent.state import Evidence, ResearchState
 
 
 def merge_evidence(*groups: list[Evidence]) -> list[Evidence]:
+    """Union by chunk id, best rank kept; ordered by rank (lists interleave), then relevance."""
     best: dict[str, Evidence] = {}
     for group in groups:
         for item in group:
-            if item["id"] not in best or item["relevance"] > best[item["id"]]["relevance"]:
+            if item["id"] not in best or item["rank"] < best[item["id"]]["rank"]:
                 best[item["id"]] = item
-    return sorted(best.values(), key=lambda e: -e["relevance"])
+    return sorted(best.values(), key=lambda e: (e["rank"], -e["relevance"]))
 
 
 async def retrieve_chunks(
@@ -34,9 +35,13 @@ async def retrieve_chunks(
     ctx = runtime.context
     query = state["query"]
     searches = await services.asearches(ctx, state["collections"] or None)
-    per_collection = max(ctx.k * 2, 4)
+    per_collection = ctx.k
     results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
     found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]
+    if ctx.effort != "low" and ctx.linked_docs:
+        texts = [e["text"] for group in results for e in group[: ctx.link_from]]
+        linked = await asyncio.gather(*(s.alinked(query, texts, ctx.linked_docs) for s in searches))
+        found += [item for group in linked for item in group]  # type: ignore[misc]
     candidates = merge_evidence(list(state.get("candidates") or []), found)
     tried = [*(state.get("queries_tried") or []), query]
     note = f"{len(found)} chunks from {len(searches)} collection(s) for {query!r}"
