@@ -478,6 +478,44 @@ def eval_retrieval(
     console.print(f"Reports: {md} and {js}")
 
 
+@eval_app.command("agent")
+def eval_agent(
+    dataset: Annotated[
+        Path, typer.Option(help="Dataset folder, e.g. ../shared/data/hotpotqa_dev500")
+    ],
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    effort: Annotated[
+        list[str] | None, typer.Option(help="Effort tiers to run (repeatable; default all three).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the reports go.")] = Path("eval/results"),
+    keep: Annotated[
+        bool, typer.Option(help="Use the configured data dir instead of a fresh temporary one.")
+    ] = False,
+) -> None:
+    """Naive baseline vs the agent per effort tier: evidence recall, EM/F1, LLM calls, latency."""
+    from eval.agent import EFFORTS, run_agent_eval, write_agent_report
+    from eval.retrieval import fresh_data_dir, remove_data_dir
+
+    temp_dir = None if keep else fresh_data_dir()
+    settings = _settings(data_dir=temp_dir)
+    try:
+        with _friendly_errors():
+            result = run_agent_eval(
+                dataset,
+                settings,
+                limit=limit,
+                efforts=effort or list(EFFORTS),
+                progress=RichProgress("Ingesting corpus"),
+                log=lambda line: err.print(f"[dim]{line}[/]"),
+            )
+    finally:
+        if temp_dir is not None:
+            remove_data_dir(temp_dir)
+    paths = write_agent_report(result, out)
+    console.print(result.to_markdown())
+    console.print("Reports: " + ", ".join(str(p) for p in paths))
+
+
 @eval_app.command("fusion-sweep")
 def eval_fusion_sweep(
     dataset: Annotated[Path, typer.Option(help="Dataset folder, e.g. ../shared/data/beir_scifact")],
