@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
-.PHONY: setup demo test lint bench bench-latency clean
+.PHONY: setup demo test lint bench bench-agent bench-latency clean
 
 setup: $(VENV)/.setup-done
 
@@ -52,6 +52,13 @@ lint: setup
 bench: setup
 	$(VENV)/bin/agentrag eval retrieval --dataset $(SCIFACT) --split test --out eval/results
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300
+
+HOTPOT ?= ../shared/data/hotpotqa_dev500
+
+bench-agent: setup
+	$(PY) bench/agent_evidence.py --dataset $(HOTPOT) --data-dir .agentrag/bench --effort low \
+		--effort medium
+	$(VENV)/bin/agentrag eval agent --dataset $(HOTPOT) --limit 50 --out eval/results
 
 bench-latency: setup
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300
