@@ -62,6 +62,20 @@ def _settings(**overrides: Any) -> Settings:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _require_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        err.print(
+            f"[bold red]error:[/] {option} must be one of {', '.join(choices)}, not {value!r}"
+        )
+        raise typer.Exit(2)
+
+
+def _require_text(what: str, value: str) -> None:
+    if not value.strip():
+        err.print(f"[bold red]error:[/] the {what} is empty")
+        raise typer.Exit(2)
+
+
 class RichProgress:
     """Adapts a rich progress bar to the ingestion progress protocol."""
 
@@ -159,12 +173,8 @@ def search(
     """Search a collection and print ranked chunks with scores and sources."""
     from retrievers.stack import RetrievalStack
 
-    if mode not in ("hybrid", "dense", "sparse"):
-        err.print(f"[bold red]error:[/] --mode must be hybrid, dense or sparse, not {mode!r}")
-        raise typer.Exit(2)
-    if not query.strip():
-        err.print("[bold red]error:[/] the query is empty")
-        raise typer.Exit(2)
+    _require_choice("--mode", mode, ("hybrid", "dense", "sparse"))
+    _require_text("query", query)
     settings = _settings()
     name = collection or settings.default_collection
     with _friendly_errors():
@@ -322,12 +332,8 @@ def ask(
     from agent.services import Services
     from server.ask import dumps, final_payload, run_turn_streaming
 
-    if effort not in ("low", "medium", "high"):
-        err.print(f"[bold red]error:[/] --effort must be low, medium or high, not {effort!r}")
-        raise typer.Exit(2)
-    if not question.strip():
-        err.print("[bold red]error:[/] the question is empty")
-        raise typer.Exit(2)
+    _require_choice("--effort", effort, ("low", "medium", "high"))
+    _require_text("question", question)
     settings = _settings()
     ctx = AgentContext(
         effort=cast(Any, effort),

@@ -96,3 +96,30 @@ def test_empty_store_says_how_to_start(data_env: Path) -> None:
     result = runner.invoke(app, ["collections"])
     assert result.exit_code == 0
     assert "agentrag ingest" in result.output
+
+
+@pytest.mark.integration
+def test_ask_with_the_bundled_llm(data_env: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(SAMPLES / "astronomy"), "-c", "astro"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["ask", "Which planet has the hottest surface?", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["answer"].strip()
+    assert payload["route"]["collections"] == ["astro"]
+    assert payload["usage"]["llm_calls"] >= 1
+    assert payload["thread_id"]
+    assert {c["collection"] for c in payload["citations"]} <= {"astro"}
+    follow_up = runner.invoke(
+        app, ["ask", "How hot is it there?", "--thread", payload["thread_id"], "--json"]
+    )
+    assert follow_up.exit_code == 0, follow_up.output
+    assert json.loads(follow_up.output)["thread_id"] == payload["thread_id"]
+
+
+def test_ask_refuses_bad_arguments(data_env: Path) -> None:
+    assert runner.invoke(app, ["ask", "q", "--effort", "max"]).exit_code == 2
+    assert runner.invoke(app, ["ask", "  "]).exit_code == 2
+    result = runner.invoke(app, ["ask", "q", "-c", "nope"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
