@@ -491,15 +491,16 @@ async def _run_systems(
     questions: Sequence[Question],
     collection: str,
     tenant: str,
-    efforts: Sequence[Effort],
+    systems: Sequence[str],
     log: Callable[[str], None],
+    on_record: Callable[[QuestionRecord], None],
 ) -> tuple[list[QuestionRecord], dict[str, float]]:
     baseline_ctx = AgentContext(collections=[collection], tenant=tenant)
     await _warm_up(services, questions[0].question, baseline_ctx, collection)
     graph = build_graph(services)
     records: list[QuestionRecord] = []
     seconds: dict[str, float] = {}
-    for system in (BASELINE, *efforts):
+    for system in systems:
         started = time.perf_counter()
         for n, question in enumerate(questions, 1):
             if system == BASELINE:
@@ -511,6 +512,7 @@ async def _run_systems(
                 outcome = await run_agent(graph, question.question, ctx)
             record = make_record(question, system, outcome)
             records.append(record)
+            on_record(record)
             log(
                 f"{system} {n}/{len(questions)}: {record.turn_ms / 1000:.1f}s, "
                 f"{record.llm_calls} LLM calls, F1 {record.metrics['f1']:.2f}"
@@ -535,16 +537,24 @@ def run_agent_eval(
     *,
     limit: int | None = None,
     efforts: Sequence[str] = EFFORTS,
+    baseline: bool = True,
     services: Services | None = None,
     collection: str | None = None,
     description: str | None = None,
     progress: ProgressSink | None = None,
     log: Callable[[str], None] = lambda _: None,
+    on_record: Callable[[QuestionRecord], None] = lambda _: None,
 ) -> AgentEvalResult:
     """Ingest the dataset's corpus (idempotent), then run the baseline and each effort on the
-    first `limit` questions. `services` defaults to one built from `settings` (closed here)."""
+    first `limit` questions. `services` defaults to one built from `settings` (closed here).
+
+    `on_record` sees every question's record as soon as it is scored, so a long run can be
+    watched, or its records kept, before the summary exists.
+    """
     started = time.perf_counter()
-    chosen = _check_efforts(efforts)
+    systems = [BASELINE] * baseline + _check_efforts(efforts)
+    if not systems:
+        raise ConfigError("Nothing to run: give at least one effort, or keep the baseline.")
     dataset = load_retrieval_dataset(dataset_path)
     unanswered = [q.id for q in dataset.questions if not q.answers]
     if unanswered:
@@ -574,7 +584,9 @@ def run_agent_eval(
             f"Ingest: {report.chunks_added} chunks added of {report.chunks_total} "
             f"in {report.seconds:.1f}s"
         )
-        records, seconds = asyncio.run(_run_systems(services, questions, name, tenant, chosen, log))
+        records, seconds = asyncio.run(
+            _run_systems(services, questions, name, tenant, systems, log, on_record)
+        )
         result = AgentEvalResult(
             dataset=dataset.name,
             split=dataset.split,
@@ -586,7 +598,7 @@ def run_agent_eval(
             settings=_settings_summary(settings, services),
             records=records,
         )
-        for system in (BASELINE, *chosen):
+        for system in systems:
             mine = [r for r in records if r.system == system]
             result.systems[system] = summarize(system, mine, seconds[system])
         result.seconds = time.perf_counter() - started

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import ConfigError
 from agent.services import Services
 from agent.settings import load_settings
-from eval.agent import BASELINE, AgentEvalResult, run_agent_eval, write_agent_report
+from eval.agent import (
+    BASELINE,
+    AgentEvalResult,
+    QuestionRecord,
+    run_agent_eval,
+    write_agent_report,
+)
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.rerank import EmbeddingReranker
 from retrievers.stack import RetrievalStack
@@ -85,35 +92,47 @@ def write_dataset(root: Path) -> Path:
     return root
 
 
+def scripted_services(data_dir: Path, minilm: LocalEmbeddings) -> Services:
+    """Real store, embeddings and reranker; a chat model that always says "Dijon [1]."."""
+    settings = load_settings(data_dir=data_dir, llm_base_url="http://127.0.0.1:9/v1")
+    stack = RetrievalStack(settings)
+    stack.__dict__["embeddings"] = minilm
+    return Services(
+        settings,
+        stack=stack,
+        reranker=EmbeddingReranker(minilm),
+        chat_models={"default": scripted(*["Dijon [1]."] * 200)},
+        supports_tools=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory, minilm: LocalEmbeddings) -> AgentEvalResult:
     """One benchmark run shared by the tests below: it is the slow part."""
     root = tmp_path_factory.mktemp("agent-eval")
     dataset = write_dataset(root / "tiny_multihop")
+    lines: list[str] = []
+    streamed: list[QuestionRecord] = []
     with pytest.MonkeyPatch.context() as env:  # what tests/conftest.py does per test
         for key in list(os.environ):
             if key.startswith("AGENTRAG_"):
                 env.delenv(key)
         env.setenv("AGENTRAG_CONFIG", str(root / "no-agentrag.toml"))
         env.chdir(root)
-        settings = load_settings(data_dir=root / "data", llm_base_url="http://127.0.0.1:9/v1")
-        stack = RetrievalStack(settings)
-        stack.__dict__["embeddings"] = minilm
-        services = Services(
-            settings,
-            stack=stack,
-            reranker=EmbeddingReranker(minilm),
-            chat_models={"default": scripted(*["Dijon [1]."] * 200)},
-            supports_tools=False,
-        )
-        lines: list[str] = []
+        services = scripted_services(root / "data", minilm)
         try:
             outcome = run_agent_eval(
-                dataset, settings, limit=None, services=services, log=lines.append
+                dataset,
+                services.settings,
+                limit=None,
+                services=services,
+                log=lines.append,
+                on_record=streamed.append,
             )
         finally:
             services.close()
     assert any(line.startswith("high 3/3") for line in lines)
+    assert streamed == outcome.records  # each record is handed over as soon as it is scored
     return outcome
 
 
@@ -182,3 +201,26 @@ def test_reports_are_written(result: AgentEvalResult, tmp_path: Path) -> None:
     assert all(len(r["calls"]) == r["llm_calls"] for r in rows)
     agent_rows = [r for r in rows if r["system"] != BASELINE]
     assert all(r["route"] and r["plan"] for r in agent_rows)
+
+
+@pytest.mark.integration
+def test_one_effort_without_the_baseline(tmp_path: Path, minilm: LocalEmbeddings) -> None:
+    dataset = write_dataset(tmp_path / "tiny_multihop")
+    services = scripted_services(tmp_path / "data", minilm)
+    try:
+        result = run_agent_eval(
+            dataset, services.settings, limit=1, efforts=["low"], baseline=False, services=services
+        )
+    finally:
+        services.close()
+    assert list(result.systems) == ["low"]
+    assert [(r.question_id, r.system) for r in result.records] == [("q-dijon", "low")]
+
+
+def test_unknown_effort_is_refused_before_any_work(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    with pytest.raises(ConfigError, match="choose from low, medium, high"):
+        run_agent_eval(tmp_path / "missing", settings, limit=None, efforts=["max"])
+    with pytest.raises(ConfigError, match="Nothing to run"):
+        run_agent_eval(tmp_path / "missing", settings, limit=None, efforts=[], baseline=False)
+    assert not (tmp_path / "data").exists()
