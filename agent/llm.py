@@ -129,6 +129,10 @@ def make_chat_model(
         stream_usage=True,
         timeout=settings.llm_timeout_s,
         max_retries=1,
+        # its own HTTP clients: the openai SDK's shared default async client is bound to the
+        # first event loop that used it, and fails with "Event loop is closed" in the next one
+        http_client=httpx.Client(timeout=settings.llm_timeout_s),
+        http_async_client=httpx.AsyncClient(timeout=settings.llm_timeout_s),
     )
 
 

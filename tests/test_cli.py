@@ -107,7 +107,7 @@ def test_ask_with_the_bundled_llm(data_env: Path) -> None:
     payload = json.loads(result.output)
     assert payload["answer"].strip()
     assert payload["route"]["collections"] == ["astro"]
-    assert payload["usage"]["llm_calls"] >= 1
+    assert payload["usage"]["llm_calls"] >= 1, (payload["error"], payload["flags"])
     assert payload["thread_id"]
     assert {c["collection"] for c in payload["citations"]} <= {"astro"}
     follow_up = runner.invoke(

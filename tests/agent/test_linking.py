@@ -27,7 +27,7 @@ DOCS = [
         f"noise{i}",
         f"noise{i}",
         f"Director {i}",
-        (Section(f"The director of the thriller film Harbour Lights {i} was born in Vellmar."),),
+        (Section(f"The director of the comedy Sunny Days {i} was born in Vellmar."),),
     )
     for i in range(12)
 ]
