@@ -66,7 +66,8 @@ __all__ = [
 
 BASELINE = "baseline"
 BASELINE_K = 10
-"""Chunks the baseline hands the answer writer: the agent's default `max_evidence` too."""
+"""Chunks the baseline hands the answer writer. The agent hands up to `max_evidence`, which may
+differ: the report shows both systems' evidence size next to their gold recall."""
 EFFORTS: tuple[Effort, ...] = ("low", "medium", "high")
 QUALITY_METRICS: tuple[tuple[str, str], ...] = (
     ("gold_recall_all", "gold recall (all gold docs)"),
@@ -200,6 +201,8 @@ class SystemSummary:
     metrics: dict[str, float]
     """Means over the questions a metric applies to (`scored` says how many)."""
     scored: dict[str, int]
+    evidence_docs: float
+    """Distinct documents in the evidence the answer writer saw, per turn."""
     llm_calls: float
     tokens: float
     input_tokens: float
@@ -220,6 +223,7 @@ class SystemSummary:
             "questions": self.questions,
             "metrics": {k: round(v, 4) for k, v in self.metrics.items()},
             "scored": self.scored,
+            "evidence_docs": round(self.evidence_docs, 2),
             "llm_calls": round(self.llm_calls, 3),
             "tokens": round(self.tokens, 1),
             "input_tokens": round(self.input_tokens, 1),
@@ -261,6 +265,7 @@ def summarize(system: str, records: Sequence[QuestionRecord], seconds: float) ->
         questions=len(records),
         metrics=metrics,
         scored=scored,
+        evidence_docs=_mean([len(r.evidence_doc_ids) for r in records]),
         llm_calls=_mean([r.llm_calls for r in records]),
         tokens=_mean([r.tokens for r in records]),
         input_tokens=_mean([r.input_tokens for r in records]),
@@ -345,6 +350,7 @@ class AgentEvalResult:
             if key == "answer_in_evidence" and counts:
                 label = f"{label} (n={max(counts)}, not yes/no)"
             lines.append(row(label, (f"{s.metrics[key]:.3f}" for s in summaries)))
+        lines.append(row("evidence docs / turn", (f"{s.evidence_docs:.1f}" for s in summaries)))
         lines.append(row("LLM calls / turn", (f"{s.llm_calls:.2f}" for s in summaries)))
         lines.append(row("tokens / turn", (f"{s.tokens:.0f}" for s in summaries)))
         for key, label in (

@@ -158,6 +158,7 @@ def test_every_system_answers_every_question(result: AgentEvalResult, tmp_path: 
         assert latency["model_p50"] <= latency["turn_p95"]
     baseline = result.systems[BASELINE]
     assert baseline.llm_calls == 1.0 and set(baseline.routes) == {"search+generate"}
+    assert baseline.evidence_docs == 6.0  # six one-chunk documents all fit in its top 10
     assert result.systems["high"].llm_calls >= result.systems["low"].llm_calls
 
 
