@@ -52,7 +52,7 @@ async def retrieve_chunks(
             "query": query,
             "chunks": [
                 {k: c[k] for k in ("id", "title", "collection", "relevance", "retrieval_score")}
-                for c in found
+                for c in merge_evidence(found)
             ],
         }
     )
