@@ -1,0 +1,447 @@
+"""A scripted OpenAI-compatible chat completions server: a real HTTP LLM endpoint, no model.
+
+Benchmarks and tests of the request path (the chat API under load, cancellation, streaming)
+need an LLM that answers over HTTP exactly like vLLM or OpenAI do, but instantly, cheaply and
+predictably, so what they measure is agentrag and not the model. This server speaks the
+`/v1/chat/completions` protocol (plain JSON, or SSE `chat.completion.chunk`s ending in
+`data: [DONE]`, with the usage chunk when `stream_options.include_usage` is set) and
+`/v1/models`, and counts requests at `/stats` so a test can check that no LLM call is made
+after a run is cancelled.
+
+The default reply reads like a grounded answer: when the system prompt fences numbered evidence
+(`<evidence>` ... `[1] title` ... `</evidence>`, as agentrag's answer prompts do), it quotes the
+first sentence of evidence [1] and cites it, so reflection accepts it and a turn costs the one
+LLM call a real turn costs; otherwise it echoes the opening words of the last user message and
+cites [1]. Token counts are whitespace words, not a real tokenizer's.
+
+In-process (tests)::
+
+    with ScriptedLLM(reply="Paris [1].", token_delay_s=0.001) as llm:
+        ChatOpenAI(base_url=llm.base_url, api_key="x", model="scripted").invoke("hi")
+
+As a process (benchmarks)::
+
+    python -m eval.scripted_llm --port 8001 --token-delay-ms 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LLMStats",
+    "Reply",
+    "Script",
+    "ScriptedLLM",
+    "create_app",
+    "evidence_reply",
+    "split_tokens",
+]
+
+DEFAULT_MODEL = "scripted"
+LOOPBACK = "127.0.0.1"
+
+Message = dict[str, Any]
+Reply = str | Callable[[Sequence[Message]], str]
+"""A fixed reply, or a function of the request's messages (OpenAI dicts) returning one."""
+
+_EVIDENCE = re.compile(r"<evidence>\s*(.*?)\s*</evidence>", re.DOTALL)
+_FIRST_BLOCK = re.compile(r"^\[1\][^\n]*\n(.+?)(?:\n\s*\n\[\d+\]|\Z)", re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+_TOKEN = re.compile(r"\s*\S+")
+ECHO_WORDS = 12
+QUOTE_WORDS = 40
+
+
+def message_text(message: Message) -> str:
+    """The text of an OpenAI message whose content is a string or a list of content parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def evidence_reply(messages: Sequence[Message]) -> str:
+    """Quote evidence [1] when the prompt fences evidence, else echo the user; cite [1] anyway."""
+    for message in messages:
+        if message.get("role") not in ("system", "developer"):
+            continue
+        fenced = _EVIDENCE.search(message_text(message))
+        block = _FIRST_BLOCK.match(fenced.group(1)) if fenced else None
+        if block:
+            text = " ".join(block.group(1).split())
+            sentence = _SENTENCE_END.split(text, maxsplit=1)[0]
+            words = sentence.split()[:QUOTE_WORDS]
+            return f"According to the documents, {' '.join(words).rstrip('.!?')} [1]."
+    users = [m for m in messages if m.get("role") == "user"]
+    words = message_text(users[-1]).split()[:ECHO_WORDS] if users else []
+    return f"According to the documents, {' '.join(words).rstrip('.!?')} [1]."
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-sized stream deltas, each with its leading whitespace, as BPE tokens come."""
+    return _TOKEN.findall(text)
+
+
+@dataclass
+class LLMStats:
+    """Counters of chat completion requests; read them at `GET /stats` or `ScriptedLLM.stats`.
+
+    `disconnected` counts streams the client closed before the last chunk, which is what a
+    cancelled agent run does to its in-flight LLM call.
+    """
+
+    requests_total: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    streamed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+        status_code=status,
+    )
+
+
+def _prompt_tokens(messages: Sequence[Message]) -> int:
+    return sum(len(message_text(m).split()) + 3 for m in messages)
+
+
+@dataclass
+class Script:
+    """What the server answers; read on every request, so changing it takes effect at once."""
+
+    reply: Reply = evidence_reply
+    token_delay_s: float = 0.0
+
+    def text_for(self, messages: Sequence[Message]) -> str:
+        return self.reply(messages) if callable(self.reply) else self.reply
+
+
+def create_app(
+    script: Script | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    stats: LLMStats | None = None,
+) -> Starlette:
+    """The ASGI app answering from `script`, counting into `stats`."""
+    script = script if script is not None else Script()
+    counters = stats if stats is not None else LLMStats()
+    ids = itertools.count(1)
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "'messages' must be a non-empty list of messages.")
+        if not all(isinstance(m, dict) for m in messages):
+            return _error(400, "Every message must be an object with a role and content.")
+
+        counters.requests_total += 1
+        counters.in_flight += 1
+        counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+        text = script.text_for(messages)
+        tokens = split_tokens(text)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish_reason = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, finish_reason = tokens[:limit], "length"
+        usage = {
+            "prompt_tokens": _prompt_tokens(messages),
+            "completion_tokens": len(tokens),
+            "total_tokens": _prompt_tokens(messages) + len(tokens),
+        }
+        completion_id = f"chatcmpl-scripted-{next(ids)}"
+        created = int(time.time())
+        name = str(body.get("model") or model)
+
+        if not body.get("stream"):
+            try:
+                if script.token_delay_s > 0:
+                    await asyncio.sleep(script.token_delay_s * len(tokens))
+            except asyncio.CancelledError:
+                counters.in_flight -= 1
+                counters.disconnected += 1
+                raise
+            counters.in_flight -= 1
+            counters.completed += 1
+            counters.prompt_tokens += usage["prompt_tokens"]
+            counters.completion_tokens += usage["completion_tokens"]
+            return JSONResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "system_fingerprint": None,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": "".join(tokens),
+                                "refusal": None,
+                            },
+                            "logprobs": None,
+                            "finish_reason": finish_reason,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            payload: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "system_fingerprint": None,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+            if include_usage:
+                payload["usage"] = None
+            return f"data: {json.dumps(payload)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            finished = False
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                for token in tokens:
+                    if script.token_delay_s > 0:
+                        await asyncio.sleep(script.token_delay_s)
+                    yield chunk({"content": token})
+                yield chunk({}, finish_reason)
+                if include_usage:
+                    last = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": name,
+                        "system_fingerprint": None,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                    yield f"data: {json.dumps(last)}\n\n"
+                yield "data: [DONE]\n\n"
+                finished = True
+            finally:
+                counters.in_flight -= 1
+                counters.streamed += 1
+                if finished:
+                    counters.completed += 1
+                    counters.prompt_tokens += usage["prompt_tokens"]
+                    counters.completion_tokens += usage["completion_tokens"]
+                else:
+                    counters.disconnected += 1
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": model, "object": "model", "created": 0, "owned_by": "agentrag"}],
+            }
+        )
+
+    async def read_stats(request: Request) -> Response:
+        return JSONResponse(asdict(counters))
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/stats", read_stats, methods=["GET"]),
+        ]
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), handed to uvicorn so the port is known up front.
+
+    It listens before uvicorn starts, so a client that connects early waits in the backlog
+    instead of being refused.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+class ScriptedLLM:
+    """The scripted server on a loopback port, run by uvicorn in a background thread.
+
+    `reply` and `token_delay_s` may be reassigned while it runs; the next request uses them.
+    """
+
+    def __init__(
+        self,
+        reply: Reply = evidence_reply,
+        token_delay_s: float = 0.0,
+        *,
+        model: str = DEFAULT_MODEL,
+        host: str = LOOPBACK,
+        port: int = 0,
+    ) -> None:
+        self.script = Script(reply, token_delay_s)
+        self.model = model
+        self.stats = LLMStats()
+        self._host, self._port = host, port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def reply(self) -> Reply:
+        return self.script.reply
+
+    @reply.setter
+    def reply(self, value: Reply) -> None:
+        self.script.reply = value
+
+    @property
+    def token_delay_s(self) -> float:
+        return self.script.token_delay_s
+
+    @token_delay_s.setter
+    def token_delay_s(self, value: float) -> None:
+        self.script.token_delay_s = value
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("The scripted LLM is not running: call start() first.")
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ending in /v1."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    def start(self, timeout_s: float = 10.0) -> ScriptedLLM:
+        if self._thread is not None:
+            return self
+        app = create_app(self.script, model=self.model, stats=self.stats)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._sock = _bind(self._host, self._port)
+        sock = self._sock
+        server = self._server
+        self._thread = threading.Thread(
+            target=lambda: server.run(sockets=[sock]), name="scripted-llm", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("The scripted LLM server did not start.")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> ScriptedLLM:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.scripted_llm",
+        description="Serve scripted chat completions on an OpenAI-compatible endpoint.",
+    )
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument("--token-delay-ms", type=float, default=0.0, help="pause before each token")
+    parser.add_argument("--reply", default=None, help="fixed reply (default: quote evidence [1])")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="name listed at /v1/models")
+    args = parser.parse_args(argv)
+
+    script = Script(token_delay_s=args.token_delay_ms / 1000.0)
+    if args.reply is not None:
+        script.reply = args.reply
+    app = create_app(script, model=args.model)
+    sock = _bind(args.host, args.port)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
+    # the bound port is printed first, so a parent that asked for port 0 can read it
+    print(f"scripted LLM at http://{args.host}:{sock.getsockname()[1]}/v1", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
