@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,7 @@ async def client_session(
     headers: dict[str, str],
     start: asyncio.Event,
 ) -> list[Turn]:
-    """One user: a first question, then follow-ups in the same thread."""
+    """One user: a first question, then follow-ups in the same thread; always `turns` turns."""
     await start.wait()
     records: list[Turn] = []
     thread_id: str | None = None
@@ -223,9 +223,7 @@ async def client_session(
         )
         record = await chat_turn(http, base_url, client, turn, question, thread_id, effort, headers)
         records.append(record)
-        thread_id = record.thread_id
-        if record.error is not None and thread_id is None:
-            break
+        thread_id = record.thread_id  # None after a failed first turn: the next starts afresh
     return records
 
 
@@ -387,7 +385,15 @@ async def drive(
             "max_in_flight": llm_after["max_in_flight"],
             "disconnected": llm_after["disconnected"] - llm_before["disconnected"],
         }
-    report["error_samples"] = [asdict(t) for t in turns if t.error is not None][:5]
+    # not dataclasses.asdict: it rebuilds the Counter from (key, value) pairs, counting pairs
+    report["error_samples"] = [
+        {**vars(t), "events": dict(t.events)} for t in turns if t.error is not None
+    ][:5]
+    before, after = report["server_before"], report["server_after"]
+    if before and after and before["cpu_s"] is not None and after["cpu_s"] is not None:
+        report["server_cpu_ms_per_turn"] = round(
+            (after["cpu_s"] - before["cpu_s"]) * 1000 / max(len(turns), 1), 1
+        )
     return report
 
 
@@ -456,6 +462,8 @@ def render(report: dict[str, Any]) -> str:
         f"after load: {mem('server_after')}",
         f"- client CPU during load: {report['client_cpu_s']} s",
     ]
+    if report.get("server_cpu_ms_per_turn") is not None:
+        lines.append(f"- server CPU per turn: {report['server_cpu_ms_per_turn']} ms")
     if setup.get("ready_s") is not None:
         lines.append(f"- server start to /readyz 200: {setup['ready_s']} s")
     return "\n".join(lines) + "\n"
