@@ -32,6 +32,10 @@ from tools.web_search import WebSearch
 VECTOR_CACHE_SIZE = 20_000
 """Query and chunk vectors kept per process (384 floats each: about 60 MB at the limit)."""
 
+TEXT_CACHE_SIZE = 5_000
+"""Vectors of other embedded texts (answer sentences, sentences of cited chunks) kept per
+process: a regenerated answer is checked against the same chunk sentences again."""
+
 ROLE_FIELD = {"generator": "generator_model", "planner": "planner_model", "judge": "judge_model"}
 
 
@@ -55,6 +59,7 @@ class Services:
         self._description_vectors: dict[tuple[str, str], list[float]] = {}
         self._query_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._chunk_vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._text_vectors: OrderedDict[str, list[float]] = OrderedDict()
 
     # -- models --------------------------------------------------------------------------------
     @cached_property
@@ -138,9 +143,18 @@ class Services:
         return self._description_vectors[key]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors of texts in one encode call; texts embedded before come from a cache."""
         if not texts:
             return []
-        return await asyncio.to_thread(lambda: self.stack.embeddings.embed_documents(list(texts)))
+        with self._lock:
+            known = {t: self._text_vectors[t] for t in texts if t in self._text_vectors}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = await asyncio.to_thread(self.stack.embeddings.embed_documents, missing)
+            computed = dict(zip(missing, fresh, strict=True))
+            self._remember(self._text_vectors, computed, TEXT_CACHE_SIZE)
+            known.update(computed)
+        return [known[t] for t in texts]
 
     async def embed_query(self, text: str) -> list[float]:
         """Query vectors are cached: routing and retrieval embed the same query once."""
@@ -169,13 +183,16 @@ class Services:
         return [known[i] for i, _ in ids_and_texts]
 
     def _remember(
-        self, cache: OrderedDict[str, list[float]], items: dict[str, list[float]]
+        self,
+        cache: OrderedDict[str, list[float]],
+        items: dict[str, list[float]],
+        size: int = VECTOR_CACHE_SIZE,
     ) -> None:
         with self._lock:
             for key, vector in items.items():
                 cache[key] = vector
                 cache.move_to_end(key)
-            while len(cache) > VECTOR_CACHE_SIZE:
+            while len(cache) > size:
                 cache.popitem(last=False)
 
     def close(self) -> None:
@@ -188,9 +205,18 @@ def count_tokens(texts: Sequence[str]) -> int:
 
 
 def usage_entry(
-    turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
+    turn: str,
+    node: str,
+    role: str,
+    messages: Sequence[BaseMessage],
+    reply: Any,
+    started: float,
+    finished: float | None = None,
 ) -> UsageEntry:
-    """Usage as the model reported it, else counted; model time measured around the call."""
+    """Usage as the model reported it, else counted; model time measured around the call
+    (`started` to `finished`, default now, before any counting: counting is the agent's work).
+    """
+    model_ms = round(((finished or time.perf_counter()) - started) * 1000, 2)
     meta = getattr(reply, "usage_metadata", None) if isinstance(reply, AIMessage) else None
     if meta and (meta.get("input_tokens") or meta.get("output_tokens")):
         tokens_in, tokens_out = int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0))
@@ -204,7 +230,7 @@ def usage_entry(
         "role": role,
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,
-        "model_ms": round((time.perf_counter() - started) * 1000, 2),
+        "model_ms": model_ms,
     }
 
 
@@ -212,7 +238,10 @@ async def ausage_entry(
     turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
 ) -> UsageEntry:
     """`usage_entry` off the event loop: counting may load the tokenizer from disk."""
-    return await asyncio.to_thread(usage_entry, turn, node, role, messages, reply, started)
+    finished = time.perf_counter()
+    return await asyncio.to_thread(
+        usage_entry, turn, node, role, messages, reply, started, finished
+    )
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

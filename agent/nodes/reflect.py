@@ -47,7 +47,8 @@ async def judge_sentences(
     answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
 ) -> tuple[list[SentenceVerdict], list[float]]:
     """Chunk-level similarity and word overlap first (stored vectors: cheap); only sentences
-    still unsupported are compared with the individual sentences of the chunks they cite."""
+    still unsupported, and whose verdict a closer look can still change (cited, not short), are
+    compared with the individual sentences of the chunks they cite."""
     sentences = split_sentences(answer) or [answer]
     texts = [_CITE.sub("", s).strip() for s in sentences]
     whole = _CITE.sub("", answer).strip()
@@ -65,7 +66,9 @@ async def judge_sentences(
     unresolved = [
         i
         for i in range(len(sentences))
-        if semantic[i] < ctx.support_threshold and lexical[i] < LEXICAL_SUPPORT
+        if semantic[i] < ctx.support_threshold
+        and lexical[i] < LEXICAL_SUPPORT
+        and _verdict_open(sentences[i], texts[i], len(evidence))
     ]
     if unresolved:
         wanted = sorted(set().union(*(scopes[i] for i in unresolved)))
@@ -81,7 +84,7 @@ async def judge_sentences(
     out: list[SentenceVerdict] = []
     for i, (sentence, text) in enumerate(zip(sentences, texts, strict=True)):
         cited = cited_numbers(sentence, len(evidence))
-        short = len(text.split()) < MIN_WORDS
+        short = _is_short(text)
         supported = short or semantic[i] >= ctx.support_threshold or lexical[i] >= LEXICAL_SUPPORT
         out.append(
             {
@@ -92,6 +95,17 @@ async def judge_sentences(
             }
         )
     return out, answer_vec
+
+
+def _is_short(text: str) -> bool:
+    """Too few words to check: accepted as supported (a connective, "Yes.", a name)."""
+    return len(text.split()) < MIN_WORDS
+
+
+def _verdict_open(sentence: str, text: str, evidence_count: int) -> bool:
+    """Whether more similarity can change this sentence's verdict: a short sentence is supported
+    and an uncited one unsupported whatever its similarity."""
+    return not _is_short(text) and bool(cited_numbers(sentence, evidence_count))
 
 
 async def reflect_answer(

@@ -1,0 +1,266 @@
+"""Orchestration overhead of the agent: turn time minus time inside LLM calls, per node and turn.
+
+Runs HotpotQA dev questions through the real graph (real store, real embeddings, real
+retrieval, grading and reflection) with a scripted chat model that answers at once, so nearly all
+of a turn is the agent's own work. The scripted answer quotes the first sentence of evidence [1]
+and adds a sentence naming the gold answer, cited to the block that holds it: one supported
+sentence and one that often is not, so reflection does its full work as with a real model. Each
+effort gets its own services (own vector caches) over one store, so the tier measured second does
+not find the first one's query vectors cached. Models report no usage, as the
+bundled one may not, so token counting is part of the measured path too.
+
+    .venv/bin/python bench/orchestration.py --dataset ../shared/data/hotpotqa_dev500 \
+        --data-dir /tmp/hp_data --limit 40
+
+`--data-dir` must hold the corpus as collection `--collection` (default `hotpot`); when it does
+not, the dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
+`orchestration-<dataset>.json` and `.md` under `--out` (default `eval/results`). The machine's
+load average is recorded before and after: numbers taken under different load do not compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from agent.context import AgentContext, Effort
+from agent.services import Services
+from agent.settings import load_settings
+from eval.datasets import Question, iter_corpus, load_retrieval_dataset
+from eval.metrics import percentile
+from eval.retrieval import corpus_documents
+from graphs.rag import build_graph, recursion_limit
+from retrievers.stack import RetrievalStack
+
+_EVIDENCE_ONE = re.compile(r"^\[1\][^\n]*\n(.+?)(?:\n\n\[2\]|\n</|\Z)", re.MULTILINE | re.DOTALL)
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)", re.DOTALL)
+
+
+class ScriptedAnswerModel(BaseChatModel):
+    """Answers instantly from what it is shown: evidence [1]'s first sentence, then the gold
+    answer for the question (looked up by the question text), both cited."""
+
+    answers: dict[str, str]
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-answer"
+
+    def _reply(self, messages: list[BaseMessage]) -> str:
+        system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
+        question = str(messages[-1].content)
+        match = _EVIDENCE_ONE.search(system)
+        if match is None:
+            return "Hello! Ask me about your documents."
+        chunk = " ".join(match.group(1).split())
+        first = _FIRST_SENTENCE.match(chunk)
+        quote = (first.group(1) if first else chunk[:200]).rstrip(".!? ")
+        gold = self.answers.get(question, "not stated")
+        blocks = re.split(r"^\[\d+\] ", system, flags=re.MULTILINE)[1:]
+        where = next((n for n, b in enumerate(blocks, 1) if gold.lower() in b.lower()), 1)
+        return f"{quote} [1]. The answer to the question is {gold} [{where}]."
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(self._reply(messages)))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for token in re.findall(r"\S+\s*", self._reply(messages)):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._stream(messages, stop, **kwargs):
+            yield chunk
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 50), 1),
+        "p95": round(percentile(values, 95), 1),
+        "mean": round(sum(values) / len(values), 1),
+    }
+
+
+def _turn_record(values: dict[str, Any], turn_ms: float) -> dict[str, Any]:
+    turn = values.get("turn")
+    usage = [u for u in values.get("usage") or [] if u.get("turn") == turn]
+    steps = [s for s in values.get("steps") or [] if s.get("turn") == turn]
+    model_ms = sum(float(u["model_ms"]) for u in usage)
+    model_by_node: dict[str, float] = defaultdict(float)
+    for u in usage:
+        model_by_node[u["node"]] += float(u["model_ms"])
+    node_ms: dict[str, float] = defaultdict(float)
+    for s in steps:
+        node_ms[s["node"]] += float(s["ms"])
+    overhead_by_node = {n: ms - model_by_node.get(n, 0.0) for n, ms in node_ms.items()}
+    verdict = values.get("verdict") or {}
+    return {
+        "turn_ms": round(turn_ms, 2),
+        "model_ms": round(model_ms, 2),
+        "overhead_ms": round(turn_ms - model_ms, 2),
+        "node_overhead_ms": {n: round(v, 2) for n, v in overhead_by_node.items()},
+        "llm_calls": len(usage),
+        "route": (values.get("route") or {}).get("kind"),
+        "evidence_ids": [e["id"] for e in values.get("evidence") or []],
+        "answer": values.get("answer", ""),
+        "grounded": verdict.get("grounded"),
+        "answers_question": verdict.get("answers_question"),
+        "action": verdict.get("action"),
+        "supported": [s["supported"] for s in verdict.get("sentences") or []],
+    }
+
+
+def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    nodes: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for node, ms in r["node_overhead_ms"].items():
+            nodes[node].append(ms)
+    return {
+        "turns": len(records),
+        "overhead_ms": _stats([r["overhead_ms"] for r in records]),
+        "turn_ms": _stats([r["turn_ms"] for r in records]),
+        "model_ms": _stats([r["model_ms"] for r in records]),
+        "node_overhead_ms": {n: {**_stats(v), "turns": len(v)} for n, v in sorted(nodes.items())},
+        "grounded": sum(bool(r["grounded"]) for r in records),
+        "regenerated": sum(r["llm_calls"] > 1 for r in records),
+    }
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    dataset = load_retrieval_dataset(args.dataset)
+    questions: list[Question] = dataset.questions[args.skip : args.skip + args.limit]
+    warmup = dataset.questions[: args.warmup] if args.skip >= args.warmup else []
+    answers = {q.question: q.answer or "" for q in [*questions, *warmup]}
+    model = ScriptedAnswerModel(answers=answers)
+    settings = load_settings(data_dir=args.data_dir)
+    stack = RetrievalStack(settings)
+    names = {c.name for c in stack.store.list_collections()}
+    if args.collection not in names:
+        docs = corpus_documents(iter_corpus(dataset.corpus_path), dataset.name)
+        stack.ingestor.ingest_documents(list(docs), args.collection)
+    graphs = {
+        effort: build_graph(
+            Services(settings, stack=stack, chat_models={"default": model}, supports_tools=False)
+        )
+        for effort in args.effort
+    }
+    report: dict[str, Any] = {
+        "dataset": dataset.name,
+        "questions": len(questions),
+        "collection": args.collection,
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+    }
+
+    async def one(question: str, effort: Effort) -> dict[str, Any]:
+        ctx = AgentContext(effort=effort, collections=[args.collection])
+        started = time.perf_counter()
+        values: dict[str, Any] = await graphs[effort].ainvoke(
+            {"messages": [("user", question)]},
+            {"recursion_limit": recursion_limit(ctx)},
+            context=ctx,
+        )
+        return _turn_record(values, (time.perf_counter() - started) * 1000)
+
+    try:
+        for q in warmup:  # model loading and first-call costs are not per-turn overhead
+            for effort in args.effort:
+                await one(q.question, effort)
+        records: dict[str, list[dict[str, Any]]] = {e: [] for e in args.effort}
+        for q in questions:  # efforts interleaved: a load spike touches both alike
+            for effort in args.effort:
+                record = await one(q.question, effort)
+                records[effort].append({"id": q.id, **record})
+        for effort in args.effort:
+            report[effort] = _summary(records[effort])
+            print(effort, json.dumps(report[effort]["overhead_ms"]), flush=True)
+        report["records"] = records
+    finally:
+        stack.close()
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def markdown(report: dict[str, Any], efforts: list[str]) -> str:
+    lines = [
+        f"# Orchestration overhead: {report['dataset']}, {report['questions']} questions",
+        "",
+        "Turn time minus time inside LLM calls (scripted model that answers at once).",
+        f"Load average (1, 5, 15 min) before {report['load_before']}, "
+        f"after {report['load_after']}; {report['machine']}.",
+        "",
+        "| effort | overhead p50 | overhead p95 | turn p50 | grounded | regenerated |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in efforts:
+        s = report[e]
+        lines.append(
+            f"| {e} | {s['overhead_ms']['p50']} ms | {s['overhead_ms']['p95']} ms | "
+            f"{s['turn_ms']['p50']} ms | {s['grounded']}/{s['turns']} | "
+            f"{s['regenerated']}/{s['turns']} |"
+        )
+    for e in efforts:
+        lines += ["", f"## Per node, effort {e} (ms, LLM time excluded)", ""]
+        lines += ["| node | p50 | p95 | mean | turns |", "|---|---|---|---|---|"]
+        for node, s in report[e]["node_overhead_ms"].items():
+            lines.append(f"| {node} | {s['p50']} | {s['p95']} | {s['mean']} | {s['turns']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--collection", default="hotpot")
+    parser.add_argument("--limit", type=int, default=40, help="Questions measured.")
+    parser.add_argument("--skip", type=int, default=3, help="Questions skipped before those.")
+    parser.add_argument("--warmup", type=int, default=3, help="Unmeasured first questions.")
+    parser.add_argument("--effort", action="append", choices=["low", "medium", "high"])
+    parser.add_argument("--out", type=Path, default=Path("eval/results"))
+    parser.add_argument("--tag", default="", help="Suffix of the report's file name.")
+    args = parser.parse_args()
+    args.effort = args.effort or ["low", "medium"]
+    report = asyncio.run(measure(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"orchestration-{report['dataset']}{'-' + args.tag if args.tag else ''}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(report, args.effort))
+    print(markdown(report, args.effort))
+    print(f"Report: {args.out / stem}.md")
+
+
+if __name__ == "__main__":
+    main()
