@@ -57,6 +57,18 @@ class CollectionSettings(BaseModel):
     description: str = ""
 
 
+class ApiKeySettings(BaseModel):
+    """One API key of the chat server. Only the key's SHA-256 is configured, never the key:
+    `agentrag keys create` prints a new key and the entry to paste here."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key.")
+    tenant: str = Field(min_length=1, description="Tenant whose documents the key may read.")
+    collections: list[str] | None = Field(
+        default=None, description="Collections the key may use (default: all of its tenant)."
+    )
+    name: str = Field(default="", description="Who holds the key, for logs.")
+
+
 class Settings(BaseSettings):
     """Every setting agentrag reads at start. Field names map to `AGENTRAG_<NAME>` variables."""
 
@@ -196,6 +208,31 @@ class Settings(BaseSettings):
         default_factory=dict, description="Collections declared ahead of ingest, with descriptions."
     )
 
+    # -- chat server ---------------------------------------------------------------------------
+    api_keys: list[ApiKeySettings] = Field(
+        default_factory=list,
+        description="API keys of the chat server (hashed). None: the server is open, tenant "
+        "`public` (it says so at start).",
+    )
+    postgres_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for conversation threads (postgresql://...). Unset: SQLite "
+        "in the data dir.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (`*` for any). None: no CORS."
+    )
+    max_message_chars: int = Field(
+        default=8_000, ge=1, description="Longest chat message the server accepts."
+    )
+    max_request_bytes: int = Field(
+        default=1_000_000, ge=1_000, description="Largest JSON request body the server accepts."
+    )
+    max_upload_bytes: int = Field(
+        default=20_000_000, ge=1_000, description="Largest document upload (all files together)."
+    )
+    log_json: bool = Field(default=True, description="Server logs as JSON lines.")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -251,6 +288,10 @@ class Settings(BaseSettings):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} {url!r} must start with http:// or https://")
+        if self.postgres_url and not self.postgres_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                f"postgres_url must start with postgresql:// (got {self.postgres_url!r})"
+            )
         if self.embedded_llm_path is not None and not self.embedded_llm_path.is_file():
             raise ValueError(f"embedded_llm_path {self.embedded_llm_path} is not a file")
         if self.embedding_backend == "remote" and not self.embedding_url:

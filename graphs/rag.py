@@ -72,7 +72,14 @@ def recursion_limit(ctx: AgentContext) -> int:
 
 
 @lru_cache(maxsize=1)
+def shared_services() -> Services:
+    """One `Services` per process, shared by the graph `langgraph.json` serves and the chat API
+    mounted next to it: the embedded store has a single owner."""
+    return Services(get_settings())
+
+
+@lru_cache(maxsize=1)
 def make_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """Entry point for `langgraph.json`; the server adds persistence. Built once per process:
     the server asks for the graph on every run, and the embedded store serves one owner."""
-    return build_graph(Services(get_settings()))
+    return build_graph(shared_services())

@@ -42,6 +42,8 @@ eval_app = typer.Typer(
     help="Benchmarks: retrieval quality, ingest throughput, latency.", no_args_is_help=True
 )
 app.add_typer(eval_app, name="eval")
+keys_app = typer.Typer(help="API keys of the chat server.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -447,6 +449,67 @@ def config() -> None:
     """Show the effective settings (secrets hidden)."""
     settings = _settings()
     console.print_json(settings.model_dump_json())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Serve the chat API (SSE, OpenAI-compatible) and the web chat page at http://HOST:PORT/."""
+    import uvicorn
+
+    from server.app import create_app
+
+    _require_choice("--log-level", log_level, ("debug", "info", "warning", "error"))
+    settings = _settings()
+    if not settings.api_keys:
+        err.print(
+            "[yellow]No API keys configured: the server is open, every caller uses tenant "
+            "'public'.[/] Create keys with `agentrag keys create`."
+        )
+    err.print(f"agentrag serving on http://{host}:{port}/ (API docs at /docs)")
+    with _friendly_errors():
+        # One worker: the embedded store has one owner per process. Scale out with the Qdrant
+        # server backend and several instances.
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+        )
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant whose documents the key may read.")],
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", "-c", help="Collection the key may use (repeatable)."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Who holds the key, for logs.")] = "",
+) -> None:
+    """Make a new API key: prints the key once, and the hashed entry for the configuration."""
+    from server.auth import hash_key, new_key
+
+    _require_text("--tenant", tenant)
+    for c in collection or []:
+        with _friendly_errors():
+            validate_collection_name(c)
+    key = new_key()
+    entry: dict[str, Any] = {"sha256": hash_key(key), "tenant": tenant}
+    if collection:
+        entry["collections"] = list(collection)
+    if name:
+        entry["name"] = name
+    err.print("[bold]API key[/] (shown once; give it to the client):")
+    console.print(key, highlight=False)
+    err.print(
+        "\n[bold]Add to AGENTRAG_API_KEYS[/] (a JSON list) or to `api_keys` in agentrag.toml:"
+    )
+    console.print(json.dumps(entry), highlight=False)
 
 
 @eval_app.command("retrieval")

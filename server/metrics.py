@@ -1,0 +1,44 @@
+"""Prometheus metrics of the chat server, in a registry per app so tests see only their own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.turn_seconds = Histogram(
+            "agentrag_turn_seconds",
+            "Chat turn latency, request to final event.",
+            ["effort"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_token_seconds = Histogram(
+            "agentrag_time_to_first_token_seconds",
+            "Time from request to the first answer token.",
+            ["effort"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.turns = Counter(
+            "agentrag_turns_total", "Chat turns by outcome.", ["outcome"], registry=self.registry
+        )
+        self.llm_calls = Counter(
+            "agentrag_llm_calls_total", "LLM calls made by chat turns.", registry=self.registry
+        )
+        self.tokens = Counter(
+            "agentrag_llm_tokens_total",
+            "LLM tokens of chat turns.",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "agentrag_errors_total", "Errors by code.", ["code"], registry=self.registry
+        )
+        self.runs_in_flight = Gauge(
+            "agentrag_runs_in_flight", "Chat turns running now.", registry=self.registry
+        )

@@ -1,0 +1,212 @@
+"""One chat turn as a cancellable task whose events flow through a queue.
+
+The task runs the graph no matter how the result is consumed (SSE, one JSON reply, the OpenAI
+shape); consumers read the queue. Cancelling the task (the client went away, or asked) stops the
+graph at its next await, so no further LLM call starts. Every run ends with exactly one `done`
+or `error` event, then the queue's end marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from agent.context import AgentContext
+from agent.errors import AgentragError, CollectionNotFoundError
+from graphs.rag import recursion_limit
+from server.ask import ANSWER_NODE, final_payload, progress_events
+from server.logs import log, run_id_var, thread_id_var
+from server.metrics import Metrics
+from server.persistence import ThreadIndex, title_of
+
+Event = dict[str, Any]
+END = None
+
+
+@dataclass
+class Run:
+    run_id: str
+    thread_id: str
+    tenant: str
+    effort: str
+    started: float = field(default_factory=time.perf_counter)
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    first_token_ms: float | None = None
+    tokens: int = 0
+    finished: bool = False
+    result: Event | None = None
+
+    def emit(self, event: Event) -> None:
+        if event.get("type") in ("done", "error"):
+            self.result = event
+            self.finished = True
+        self.queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if event is END:
+                return
+            yield event
+
+    def cancel(self) -> bool:
+        if self.task is None or self.task.done():
+            return False
+        self.task.cancel()
+        return True
+
+
+class RunManager:
+    def __init__(
+        self, graph: CompiledStateGraph[Any, Any, Any, Any], threads: ThreadIndex, metrics: Metrics
+    ) -> None:
+        self.graph = graph
+        self.threads = threads
+        self.metrics = metrics
+        self.runs: dict[str, Run] = {}
+        self._busy_threads: set[str] = set()
+
+    def thread_busy(self, thread_id: str) -> bool:
+        return thread_id in self._busy_threads
+
+    def get(self, run_id: str, tenant: str) -> Run | None:
+        run = self.runs.get(run_id)
+        return run if run is not None and run.tenant == tenant else None
+
+    def start(self, *, message: str, thread_id: str, ctx: AgentContext, history: list[Any]) -> Run:
+        """`history`: earlier messages sent with the request (OpenAI clients send the whole
+        conversation); the checkpointed thread's own history is added by the graph."""
+        run = Run(
+            run_id=uuid.uuid4().hex, thread_id=thread_id, tenant=ctx.tenant, effort=ctx.effort
+        )
+        self.runs[run.run_id] = run
+        self._busy_threads.add(thread_id)
+        run.task = asyncio.create_task(self._execute(run, message, ctx, history))
+        return run
+
+    async def _execute(self, run: Run, message: str, ctx: AgentContext, history: list[Any]) -> None:
+        run_id_var.set(run.run_id)
+        thread_id_var.set(run.thread_id)
+        self.metrics.runs_in_flight.inc()
+        outcome = "ok"
+        try:
+            run.emit({"type": "run", "run_id": run.run_id, "thread_id": run.thread_id})
+            log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
+            values = await self._stream_graph(run, message, ctx, history)
+            await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
+            self._finish(run, values)
+            if values.get("error"):
+                outcome = "degraded"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            self.metrics.errors.labels(code="cancelled").inc()
+            run.emit({"type": "error", "code": "cancelled", "message": "The run was cancelled."})
+            log(logging.INFO, "run cancelled")
+            raise
+        except CollectionNotFoundError as exc:
+            outcome = "error"
+            self._fail(run, "collection_not_found", str(exc))
+        except AgentragError as exc:
+            outcome = "error"
+            self._fail(run, "agent_error", str(exc))
+        except Exception as exc:
+            outcome = "error"
+            logging.getLogger("agentrag.server").exception("run failed")
+            self._fail(run, "internal_error", f"The agent failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.metrics.runs_in_flight.dec()
+            self.metrics.turns.labels(outcome=outcome).inc()
+            self.metrics.turn_seconds.labels(effort=run.effort).observe(
+                time.perf_counter() - run.started
+            )
+            self._busy_threads.discard(run.thread_id)
+            run.finished = True
+            run.queue.put_nowait(END)
+            asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
+
+    async def _stream_graph(
+        self, run: Run, message: str, ctx: AgentContext, history: list[Any]
+    ) -> dict[str, Any]:
+        config: Any = {
+            "configurable": {"thread_id": run.thread_id},
+            "recursion_limit": recursion_limit(ctx),
+            "metadata": {"run_id": run.run_id, "tenant": ctx.tenant},
+        }
+        stream: AsyncIterator[Any] = self.graph.astream(
+            {"messages": [*history, ("user", message)]},
+            config,
+            context=ctx,
+            stream_mode=["updates", "messages", "custom"],
+            subgraphs=True,
+        )
+        async for namespace, mode, payload in stream:
+            if mode == "messages":
+                chunk, meta = payload
+                if meta.get("langgraph_node") == ANSWER_NODE and chunk.content:
+                    if run.first_token_ms is None:
+                        run.first_token_ms = (time.perf_counter() - run.started) * 1000
+                        self.metrics.first_token_seconds.labels(effort=run.effort).observe(
+                            run.first_token_ms / 1000
+                        )
+                    run.tokens += 1
+                    run.emit({"type": "token", "text": chunk.content})
+            elif mode == "custom" and isinstance(payload, dict):
+                run.emit(payload)
+            elif mode == "updates":
+                for event in progress_events(namespace, payload):
+                    run.emit(event)
+        state = await self.graph.aget_state(config)
+        return dict(state.values)
+
+    def _finish(self, run: Run, values: dict[str, Any]) -> None:
+        values["thread_id"] = run.thread_id
+        payload = final_payload(values)
+        if not run.tokens and payload["answer"]:
+            run.emit({"type": "token", "text": payload["answer"]})
+        texts = {e["id"]: e["text"] for e in values.get("evidence") or []}
+        citations = [{**c, "text": texts.get(c["id"], "")} for c in payload["citations"]]
+        for citation in citations:
+            run.emit({"type": "citation", **citation})
+        usage = payload["usage"]
+        self.metrics.llm_calls.inc(usage["llm_calls"])
+        self.metrics.tokens.labels(direction="input").inc(usage["input_tokens"])
+        self.metrics.tokens.labels(direction="output").inc(usage["output_tokens"])
+        if payload.get("error"):
+            self.metrics.errors.labels(code=payload["error"].get("code", "agent_error")).inc()
+        total_ms = (time.perf_counter() - run.started) * 1000
+        first = run.first_token_ms
+        done = {
+            "type": "done",
+            **payload,
+            "run_id": run.run_id,
+            "thread_id": run.thread_id,
+            "citations": citations,
+            "timings": {
+                "total_ms": round(total_ms, 1),
+                "first_token_ms": round(first, 1) if first is not None else None,
+            },
+        }
+        log(logging.INFO, "run finished", ms=round(total_ms, 1), llm_calls=usage["llm_calls"])
+        run.emit(done)
+
+    def _fail(self, run: Run, code: str, message: str) -> None:
+        self.metrics.errors.labels(code=code).inc()
+        log(logging.WARNING, "run failed", code=code, error=message)
+        run.emit({"type": "error", "code": code, "message": message})
+
+    async def shutdown(self) -> None:
+        tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

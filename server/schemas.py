@@ -1,0 +1,256 @@
+"""What crosses the chat API's boundary: requests, responses and the SSE events of a turn.
+
+The event models are the documentation of the stream (they appear in the OpenAPI schema); the
+server sends plain dicts built by the agent and checked against these shapes in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Effort = Literal["low", "medium", "high"]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(description="The user's message. Must contain text.")
+    thread_id: str | None = Field(
+        default=None, description="Continue this thread; omitted: a new thread is created."
+    )
+    collections: list[str] | None = Field(
+        default=None, description="Collections to search (default: all the caller may use)."
+    )
+    effort: Effort | None = Field(default=None, description="low | medium | high (default medium).")
+    stream: bool = Field(default=True, description="Server-Sent Events (true) or one JSON reply.")
+
+    @field_validator("message")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message is empty")
+        return value
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# -- SSE events, in the order they appear in a turn -------------------------------------------
+class RunEvent(BaseModel):
+    type: Literal["run"] = "run"
+    run_id: str
+    thread_id: str
+
+
+class RouteEvent(BaseModel):
+    type: Literal["route"] = "route"
+    kind: str = Field(description="direct | retrieve | decompose")
+    collections: list[str]
+    scores: dict[str, float] = Field(description="Similarity of the query to each collection.")
+    reason: str
+
+
+class SubQueryModel(BaseModel):
+    index: int
+    query: str
+    depends_on: int | None = None
+
+
+class PlanEvent(BaseModel):
+    type: Literal["plan"] = "plan"
+    mode: Literal["single", "parallel", "sequential"]
+    subqueries: list[SubQueryModel]
+    source: str = Field(description="question | llm | heuristic")
+
+
+class RetrievedChunkModel(BaseModel):
+    id: str
+    title: str
+    collection: str
+    relevance: float
+    retrieval_score: float
+
+
+class RetrievalEvent(BaseModel):
+    type: Literal["retrieval"] = "retrieval"
+    index: int = Field(description="Sub-query index.")
+    query: str
+    chunks: list[RetrievedChunkModel]
+
+
+class GradeEvent(BaseModel):
+    type: Literal["grade"] = "grade"
+    index: int
+    grade: Literal["correct", "ambiguous", "incorrect"]
+    kept: int
+    dropped: int
+
+
+class RewriteEvent(BaseModel):
+    type: Literal["rewrite"] = "rewrite"
+    index: int
+    query: str
+    how: str
+
+
+class TokenEvent(BaseModel):
+    type: Literal["token"] = "token"
+    text: str = Field(description="Answer text only; planner and judge output never streams.")
+
+
+class CitationModel(BaseModel):
+    n: int = Field(description="The number cited inline as [n].")
+    id: str = Field(description="Chunk id.")
+    doc_id: str
+    title: str
+    source: str
+    chunk_index: int
+    collection: str
+    text: str = Field(default="", description="The cited chunk's text.")
+
+
+class CitationEvent(CitationModel):
+    type: Literal["citation"] = "citation"
+
+
+class SentenceVerdictModel(BaseModel):
+    sentence: str
+    cited: list[int]
+    support: float
+    supported: bool
+
+
+class VerdictEvent(BaseModel):
+    type: Literal["verdict"] = "verdict"
+    grounded: bool
+    answers_question: bool
+    sentences: list[SentenceVerdictModel]
+    method: str
+    action: Literal["accept", "regenerate", "give_up"] = Field(
+        description="`regenerate`: the answer streamed so far is replaced by the next tokens."
+    )
+
+
+class FlagEvent(BaseModel):
+    type: Literal["flag"] = "flag"
+    flag: str = Field(description="e.g. incomplete, llm_error, fallback")
+    reason: str
+
+
+class Usage(BaseModel):
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    model_ms: float
+
+
+class Timings(BaseModel):
+    total_ms: float
+    first_token_ms: float | None
+
+
+class DoneEvent(BaseModel):
+    """Also the body of a non-streaming `/v1/chat` reply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["done"] = "done"
+    run_id: str
+    thread_id: str
+    answer: str
+    citations: list[CitationModel]
+    verdict: dict[str, Any] | None
+    route: dict[str, Any] | None
+    plan: dict[str, Any] | None
+    flags: list[dict[str, Any]]
+    error: dict[str, str] | None
+    usage: Usage
+    timings: Timings
+    steps: list[dict[str, Any]]
+
+
+class ErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    code: str = Field(description="e.g. cancelled, llm_unavailable, internal_error")
+    message: str
+
+
+STREAM_EVENTS: list[type[BaseModel]] = [
+    RunEvent,
+    RouteEvent,
+    PlanEvent,
+    RetrievalEvent,
+    GradeEvent,
+    RewriteEvent,
+    TokenEvent,
+    CitationEvent,
+    VerdictEvent,
+    FlagEvent,
+    DoneEvent,
+    ErrorEvent,
+]
+
+
+# -- threads, collections, runs --------------------------------------------------------------
+class ThreadModel(BaseModel):
+    thread_id: str
+    title: str
+    created_at: float
+    updated_at: float
+
+
+class ThreadList(BaseModel):
+    threads: list[ThreadModel]
+
+
+class CreateThreadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="", max_length=200)
+
+
+class ThreadMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+    citations: list[CitationModel] = Field(default_factory=list)
+
+
+class ThreadHistory(ThreadModel):
+    messages: list[ThreadMessage]
+
+
+class CancelResponse(BaseModel):
+    run_id: str
+    cancelled: bool
+
+
+class CollectionModel(BaseModel):
+    name: str
+    description: str
+    points: int | None = None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionModel]
+
+
+class UploadReport(BaseModel):
+    collection: str
+    files: list[str]
+    documents: int
+    chunks_added: int
+    unchanged: int
+    skipped: list[dict[str, str]]
+
+
+class ReadyReport(BaseModel):
+    ready: bool
+    checks: dict[str, str]

@@ -1,0 +1,177 @@
+"""The API under a real uvicorn on loopback: cancellation, disconnects, the OpenAI client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from agent.services import Services
+from server.app import create_app
+from tests.server.conftest import (
+    ANSWER,
+    QUESTION_HOT,
+    LiveServer,
+    LoopingChatModel,
+    looping,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def slow_model() -> LoopingChatModel:
+    return looping(" ".join(["word"] * 200) + " [1].", delay_s=0.02)
+
+
+@pytest.fixture
+def slow_server(make_services: Callable[..., Services], slow_model: LoopingChatModel) -> LiveServer:
+    services = make_services(supports_tools=False, default=slow_model)
+    with LiveServer(create_app(services.settings, services)) as server:
+        yield server  # type: ignore[misc]
+
+
+def test_cancel_endpoint_stops_the_run(
+    slow_server: LiveServer, slow_model: LoopingChatModel
+) -> None:
+    events = []
+    with (
+        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
+    ):
+        name = None
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                event = json.loads(line[5:])
+                events.append(event)
+                if name == "token" and len([e for e in events if e["type"] == "token"]) == 3:
+                    run_id = events[0]["run_id"]
+                    cancelled = client.post(f"/v1/runs/{run_id}/cancel").json()
+                    assert cancelled == {"run_id": run_id, "cancelled": True}
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "cancelled"
+    tokens = [e for e in events if e["type"] == "token"]
+    assert len(tokens) < 100, "the answer kept streaming after the cancel"
+    calls = slow_model.calls
+    time.sleep(0.5)
+    assert slow_model.calls == calls == 1
+    metrics = httpx.get(slow_server.url + "/metrics").text
+    assert 'agentrag_turns_total{outcome="cancelled"} 1.0' in metrics
+    assert "agentrag_runs_in_flight 0.0" in metrics
+
+
+def test_client_disconnect_stops_the_run(
+    slow_server: LiveServer, slow_model: LoopingChatModel
+) -> None:
+    with (
+        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
+    ):
+        for line in resp.iter_lines():
+            if line.startswith("event: token"):
+                break  # leave: closes the connection mid-answer
+
+    def cancelled() -> bool:
+        metrics = httpx.get(slow_server.url + "/metrics").text
+        return 'agentrag_turns_total{outcome="cancelled"} 1.0' in metrics
+
+    wait_until(cancelled)
+    assert slow_model.calls == 1
+    time.sleep(0.5)
+    assert slow_model.calls == 1, "an LLM call started after the client left"
+    # the thread is free again: a new turn on it runs
+    threads = httpx.get(slow_server.url + "/v1/threads").json()["threads"]
+    resp = httpx.post(
+        slow_server.url + "/v1/chat",
+        json={"message": "hello there", "thread_id": threads[0]["thread_id"], "stream": False},
+        timeout=60,
+    )
+    assert resp.status_code == 200
+
+
+def test_busy_thread_is_409(slow_server: LiveServer) -> None:
+    with (
+        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
+    ):
+        lines = resp.iter_lines()  # held open: dropping the iterator closes the connection
+        first = next(line for line in lines if line.startswith("data:"))
+        thread = json.loads(first[5:])["thread_id"]
+        busy = client.post("/v1/chat", json={"message": "more", "thread_id": thread})
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
+        client.post(f"/v1/runs/{json.loads(first[5:])['run_id']}/cancel")
+
+
+def test_openai_client_non_streaming(live: LiveServer) -> None:
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused")
+    assert {m.id for m in client.models.list()} == {
+        "agentrag",
+        "agentrag-low",
+        "agentrag-medium",
+        "agentrag-high",
+    }
+    reply = client.chat.completions.create(
+        model="agentrag", messages=[{"role": "user", "content": QUESTION_HOT}]
+    )
+    assert reply.choices[0].message.content == ANSWER
+    assert reply.choices[0].finish_reason == "stop"
+    extra = reply.model_extra or {}
+    assert extra["citations"][0]["title"] == "The Solar System"
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_openai_client_streaming(live: LiveServer) -> None:
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="agentrag-low",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": QUESTION_HOT},
+        ],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == ANSWER
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
+    assert len(finals) == 1
+    assert (finals[0].model_extra or {})["citations"][0]["n"] == 1
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+def test_openai_conversation_history_is_used(live: LiveServer) -> None:
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="agentrag",
+        messages=[
+            {"role": "user", "content": QUESTION_HOT},
+            {"role": "assistant", "content": ANSWER},
+            {"role": "user", "content": "Why?"},
+        ],
+    )
+    thread = (reply.model_extra or {})["thread_id"]
+    history = httpx.get(f"{live.url}/v1/threads/{thread}").json()["messages"]
+    assert [m["content"] for m in history[:3]] == [QUESTION_HOT, ANSWER, "Why?"]
+
+
+def test_openai_errors(live: LiveServer) -> None:
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(
+            model="agentrag", messages=[{"role": "assistant", "content": "hi"}]
+        )
