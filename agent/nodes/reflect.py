@@ -24,6 +24,7 @@ from agent.nodes.rewrite import keywords
 from agent.services import Services, ausage_entry, cosine
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 
+_CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
 LEXICAL_SUPPORT = 0.7
 MIN_WORDS = 4
 ANSWERS_SIMILARITY = 0.2
@@ -51,8 +52,11 @@ async def judge_sentences(
     compared with the individual sentences of the chunks they cite."""
     sentences = split_sentences(answer) or [answer]
     texts = [_CITE.sub("", s).strip() for s in sentences]
-    whole = _CITE.sub("", answer).strip()
-    vectors = await services.embed(texts if len(texts) == 1 else [*texts, whole])
+    # what is embedded drops a citation with the space before it: the same tokens as `texts`,
+    # and the very strings `attach_citations` embedded before it added the citations (cached)
+    plain = [_CITED.sub("", s).strip() for s in sentences]
+    whole = _CITED.sub("", answer).strip()
+    vectors = await services.embed(plain if len(plain) == 1 else [*plain, whole])
     sent_vecs, answer_vec = vectors[: len(texts)], vectors[-1]
     chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     scopes: list[set[int]] = []
