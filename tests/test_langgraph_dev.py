@@ -161,14 +161,23 @@ def write_config(workdir: Path) -> Path:
     config["dependencies"] = [str((REPO / dep).resolve()) for dep in config["dependencies"]]
     graphs: dict[str, str] = {}
     for graph_id, spec in config["graphs"].items():
-        path, _, variable = spec.rpartition(":")
-        graphs[graph_id] = f"{(REPO / path).resolve()}:{variable}"
+        graphs[graph_id] = absolute(spec)
     config["graphs"] = graphs
+    if "http" in config:
+        config["http"]["app"] = absolute(config["http"]["app"])
     if isinstance(config.get("env"), str):
         config["env"] = str((REPO / config["env"]).resolve())
     target = workdir / "langgraph.json"
     target.write_text(json.dumps(config, indent=2))
     return target
+
+
+def absolute(spec: str) -> str:
+    """`path/to/file.py:name` made absolute; `package.module:name` stays (found on PYTHONPATH)."""
+    target, _, variable = spec.rpartition(":")
+    if "/" not in target:
+        return spec
+    return f"{(REPO / target).resolve()}:{variable}"
 
 
 def server_env(data_dir: Path) -> dict[str, str]:
@@ -343,6 +352,22 @@ async def test_langgraph_dev_serves_the_agent(dev_server: DevServer) -> None:
     await stream_turn(client, again["thread_id"], dev_server, max_llm_calls=0)
     second = await thread_values(client, again["thread_id"])
     assert second["citations"], dev_server.failure("the second run found nothing to cite")
+
+    # The chat API is mounted in the same server (langgraph.json `http.app`) and shares its store.
+    async with httpx.AsyncClient(base_url=dev_server.url, timeout=120, trust_env=False) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        names = [c["name"] for c in (await http.get("/v1/collections")).json()["collections"]]
+        assert names == ["astronomy"]
+        reply = await http.post(
+            "/v1/chat", json={"message": QUESTION, "effort": "low", "stream": False}
+        )
+        assert reply.status_code == 200, dev_server.failure(reply.text)
+        done = reply.json()
+        assert done["type"] == "done" and done["answer"].strip()
+        assert any(c["source"].endswith("solar-system.md") for c in done["citations"])
+        threads = (await http.get("/v1/threads")).json()["threads"]
+        assert [t["thread_id"] for t in threads] == [done["thread_id"]]
+        assert (await http.get("/ok")).status_code == 200  # LangGraph's own API still answers
 
     llama = [p for p in dev_server.descendants() if "llama_cpp.server" in p.cmdline]
     assert llama, "agentrag did not serve the bundled model from inside langgraph dev"
