@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag, incomplete
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, ausage_entry, cosine
+from agent.services import Services, ausage_entry, cosine_matrix
 from agent.state import AgentState, Citation, Evidence
 from prompts.loader import load_prompt
 
@@ -80,8 +80,7 @@ async def attach_citations(answer: str, evidence: list[Evidence], services: Serv
     sent_vecs = await services.embed(sentences)
     ev_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     out = []
-    for sentence, vec in zip(sentences, sent_vecs, strict=True):
-        scores = [cosine(vec, ev) for ev in ev_vecs]
+    for sentence, scores in zip(sentences, cosine_matrix(sent_vecs, ev_vecs), strict=True):
         best = max(range(len(scores)), key=lambda i: scores[i])
         if scores[best] >= POST_HOC_MIN_SIMILARITY and not _CITE.search(sentence):
             stripped = sentence.rstrip()

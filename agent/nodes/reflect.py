@@ -21,7 +21,7 @@ from agent.context import AgentContext
 from agent.nodes.common import message_text, step
 from agent.nodes.generate import _CITE, NO_EVIDENCE, cited_numbers, split_sentences
 from agent.nodes.rewrite import keywords
-from agent.services import Services, ausage_entry, cosine
+from agent.services import Services, ausage_entry, cosine, cosine_matrix
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 
 _CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
@@ -62,10 +62,11 @@ async def judge_sentences(
     scopes: list[set[int]] = []
     semantic: list[float] = []
     lexical: list[float] = []
-    for sentence, text, vec in zip(sentences, texts, sent_vecs, strict=True):
+    to_chunks = cosine_matrix(sent_vecs, chunk_vecs)
+    for sentence, text, sims in zip(sentences, texts, to_chunks, strict=True):
         scope = set(cited_numbers(sentence, len(evidence))) or set(range(1, len(evidence) + 1))
         scopes.append(scope)
-        semantic.append(max(cosine(vec, chunk_vecs[n - 1]) for n in scope))
+        semantic.append(max(sims[n - 1] for n in scope))
         lexical.append(lexical_support(text, [evidence[n - 1]["text"] for n in scope]))
     unresolved = [
         i
@@ -78,13 +79,10 @@ async def judge_sentences(
         wanted = sorted(set().union(*(scopes[i] for i in unresolved)))
         pieces = [(n, p) for n in wanted for p in split_sentences(evidence[n - 1]["text"])[:30]]
         piece_vecs = await services.embed([p for _, p in pieces])
-        for i in unresolved:
-            sims = [
-                cosine(sent_vecs[i], pv)
-                for (n, _), pv in zip(pieces, piece_vecs, strict=True)
-                if n in scopes[i]
-            ]
-            semantic[i] = max([semantic[i], *sims])
+        to_pieces = cosine_matrix([sent_vecs[i] for i in unresolved], piece_vecs)
+        for i, sims in zip(unresolved, to_pieces, strict=True):
+            in_scope = [s for (n, _), s in zip(pieces, sims, strict=True) if n in scopes[i]]
+            semantic[i] = max([semantic[i], *in_scope])
     out: list[SentenceVerdict] = []
     for i, (sentence, text) in enumerate(zip(sentences, texts, strict=True)):
         cited = cited_numbers(sentence, len(evidence))
