@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
-.PHONY: setup demo test lint bench bench-agent bench-latency clean
+.PHONY: setup demo test lint bench bench-agent bench-latency bench-load clean
 
 setup: $(VENV)/.setup-done
 
@@ -62,6 +62,10 @@ bench-agent: setup
 
 bench-latency: setup
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300
+
+# The chat server itself under 100 concurrent SSE chats (a scripted LLM answers instantly).
+bench-load: setup
+	$(PY) bench/chat_load.py --concurrency 100 --turns-per-client 1 --effort low
 
 clean:
 	rm -rf $(VENV) .agentrag .pytest_cache .mypy_cache .ruff_cache
