@@ -11,7 +11,13 @@ import pytest
 
 from agent.errors import EmbeddingError
 from agent.settings import load_settings
-from retrievers.embeddings import LocalEmbeddings, RemoteEmbeddings, make_embeddings, pick_device
+from retrievers.embeddings import (
+    REQUEST_TEXTS,
+    LocalEmbeddings,
+    RemoteEmbeddings,
+    make_embeddings,
+    pick_device,
+)
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -34,6 +40,32 @@ def test_bundled_model_embeds_meaning(minilm: LocalEmbeddings) -> None:
     assert cosine(query, docs[0]) > cosine(query, docs[1]) + 0.2
     assert math.isclose(sum(x * x for x in docs[0]), 1.0, rel_tol=1e-3)  # normalised
     assert minilm.embed_documents([]) == []
+
+
+def test_request_encodes_run_on_one_thread_and_match_ingestion_batches(
+    minilm: LocalEmbeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query or an answer's sentences must not wait for a second, busy core; the vectors must
+    be the ones an ingestion batch would give, and torch's own setting must survive."""
+    import torch
+
+    threads_seen: list[int] = []
+    encode = minilm._model.encode
+
+    def spy(*args: object, **kwargs: object) -> object:
+        threads_seen.append(torch.get_num_threads())
+        return encode(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    texts = ["Venus is the hottest planet.", "Mercury is the closest to the Sun, and small."]
+    filler = [f"filler sentence number {i}" for i in range(REQUEST_TEXTS)]
+    monkeypatch.setattr(minilm._model, "encode", spy)
+    small = minilm.embed_documents(texts)
+    large = minilm.embed_documents([*texts, *filler])[:2]
+    assert threads_seen == [1, before]
+    assert torch.get_num_threads() == before
+    for s, b in zip(small, large, strict=True):
+        assert max(abs(x - y) for x, y in zip(s, b, strict=True)) < 1e-5
 
 
 def test_unknown_local_model_fails_clearly() -> None:

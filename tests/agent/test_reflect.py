@@ -1,0 +1,79 @@
+"""Sentence support in reflection: what it decides, and what it spends deciding it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.context import AgentContext
+from agent.nodes.generate import attach_citations
+from agent.nodes.reflect import judge_sentences
+from agent.state import Evidence
+from retrievers.embeddings import LocalEmbeddings
+from tests.agent.test_services import CountingEmbeddings
+
+ORBITS = (
+    "Mercury is the smallest planet and the closest to the Sun. It has no moons. "
+    "Its year lasts 88 days. Temperatures on its surface swing by hundreds of degrees."
+)
+VOLCANOES = (
+    "Olympus Mons on Mars is the tallest volcano in the Solar System. Its base is about the "
+    "size of Arizona. Mars also has the deepest canyon, Valles Marineris."
+)
+
+
+def evidence(*texts: str) -> list[Evidence]:
+    return [
+        {
+            "id": f"chunk-{n}",
+            "collection": "astronomy",
+            "doc_id": f"doc-{n}",
+            "title": f"Doc {n}",
+            "source": f"doc-{n}.md",
+            "heading_path": [],
+            "chunk_index": 0,
+            "text": text,
+            "retrieval_score": 0.5,
+            "relevance": 0.5,
+            "rank": n,
+        }
+        for n, text in enumerate(texts)
+    ]
+
+
+def counting_services(make_services: Any, minilm: LocalEmbeddings) -> tuple[Any, Any]:
+    services = make_services()
+    counting = CountingEmbeddings(minilm)
+    services.stack.__dict__["embeddings"] = counting
+    return services, counting
+
+
+async def test_cited_sentence_is_held_to_the_sentences_of_its_chunk(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    services, counting = counting_services(make_services, minilm)
+    chunks = evidence(ORBITS, VOLCANOES)
+    answer = (
+        "A year on Mercury lasts eighty-eight days [1]. "
+        "Olympus Mons is a famous mountain that many tourists climb every summer."
+    )
+    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), services)
+    assert [v["supported"] for v in verdicts] == [True, False]
+    assert verdicts[0]["cited"] == [1] and verdicts[1]["cited"] == []
+    # only the cited chunk's sentences were embedded: the uncited sentence is unsupported
+    # whatever it resembles, so no chunk is split for it
+    assert "Its base is about the size of Arizona." not in counting.encoded
+
+
+async def test_reflection_reuses_the_vectors_citations_were_attached_with(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    services, counting = counting_services(make_services, minilm)
+    chunks = evidence(ORBITS, VOLCANOES)
+    await services.chunk_vectors([(e["id"], e["text"]) for e in chunks])
+    answer = "Mercury has no moons. Olympus Mons on Mars is the tallest volcano."
+    cited = await attach_citations(answer, chunks, services)
+    assert cited == "Mercury has no moons [1]. Olympus Mons on Mars is the tallest volcano [2]."
+    seen = len(counting.encoded)
+    verdicts, _ = await judge_sentences(cited, chunks, AgentContext(), services)
+    assert all(v["supported"] for v in verdicts)
+    assert counting.encoded[seen:] == [answer]  # the whole answer only

@@ -1,0 +1,59 @@
+"""Services: vector caches, model time that excludes the agent's own counting, similarities."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agent.services import cosine, cosine_matrix, usage_entry
+from retrievers.embeddings import LocalEmbeddings
+
+
+class CountingEmbeddings(LocalEmbeddings):
+    """The bundled model, counting the texts it is asked to encode."""
+
+    def __init__(self, model: LocalEmbeddings) -> None:
+        self.__dict__.update(model.__dict__)
+        self.encoded: list[str] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.encoded.extend(texts)
+        return super().embed_documents(texts)
+
+
+async def test_texts_are_embedded_once(make_services: Any, minilm: LocalEmbeddings) -> None:
+    services = make_services()
+    counting = CountingEmbeddings(minilm)
+    services.stack.__dict__["embeddings"] = counting
+    first = await services.embed(["Venus is hot.", "Mars is red.", "Venus is hot."])
+    again = await services.embed(["Mars is red.", "Jupiter is large."])
+    assert counting.encoded == ["Venus is hot.", "Mars is red.", "Jupiter is large."]
+    assert first[0] == first[2] and again[0] == first[1]
+    assert await services.embed([]) == []
+
+
+def test_model_time_stops_when_the_reply_is_complete() -> None:
+    """Counting tokens for a model that reports none is the agent's work, not the model's."""
+    started = time.perf_counter()
+    finished = started + 0.25
+    messages = [HumanMessage("word " * 5000)]
+    entry = usage_entry(
+        "t", "generate_answer", "generator", messages, AIMessage("ok"), started, finished
+    )
+    assert entry["model_ms"] == pytest.approx(250.0)
+    assert entry["input_tokens"] >= 5000 and entry["output_tokens"] >= 1
+
+
+def test_cosine_matrix_matches_pairwise_cosine() -> None:
+    rows = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]]
+    columns = [[0.0, 1.0, 1.0], [2.0, 0.0, 4.0], [0.0, 0.0, 0.0]]
+    matrix = cosine_matrix(rows, columns)
+    for row, sims in zip(rows, matrix, strict=True):
+        for column, sim in zip(columns, sims, strict=True):
+            assert math.isclose(sim, cosine(row, column), abs_tol=1e-12)
+    assert cosine_matrix([], columns) == []
+    assert cosine_matrix(rows, []) == [[], []]
