@@ -7,17 +7,27 @@ in one database: SQLite in the data dir by default, PostgreSQL when `postgres_ur
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent.errors import AgentragError
 from agent.settings import Settings
 
 TITLE_CHARS = 80
+CONNECT_WAIT_S = 10.0
+"""How long start-up waits for PostgreSQL to accept a connection."""
+_SETUP_LOCK = 0x61677274  # advisory lock key held while creating tables ("agrt")
+
+
+class ThreadStoreError(AgentragError):
+    """The thread database cannot be reached or set up."""
 
 
 class ThreadRecord(TypedDict):
@@ -79,7 +89,8 @@ class SqliteThreadIndex:
     async def create(self, thread_id: str, tenant: str, title: str = "") -> ThreadRecord:
         now = time.time()
         await self.conn.execute(
-            "INSERT INTO agentrag_threads VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO agentrag_threads (thread_id, tenant, title, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             (thread_id, tenant, title, now, now),
         )
         await self.conn.commit()
@@ -121,24 +132,20 @@ class SqliteThreadIndex:
 
 
 class PostgresThreadIndex:
+    """The index in PostgreSQL, on the checkpointer's pool (whose connections hand out dict
+    rows and commit every statement); `_set_up` creates its table."""
+
     def __init__(self, pool: Any) -> None:
         self.pool = pool
 
-    async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return cur
-
-    async def setup(self) -> None:
-        await self._execute(_SCHEMA)
-        await self._execute(_INDEX)
-
     async def create(self, thread_id: str, tenant: str, title: str = "") -> ThreadRecord:
         now = time.time()
-        await self._execute(
-            "INSERT INTO agentrag_threads VALUES (%s, %s, %s, %s, %s)",
-            (thread_id, tenant, title, now, now),
-        )
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO agentrag_threads (thread_id, tenant, title, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (thread_id, tenant, title, now, now),
+            )
         return {"thread_id": thread_id, "title": title, "created_at": now, "updated_at": now}
 
     async def get(self, thread_id: str, tenant: str) -> ThreadRecord | None:
@@ -162,19 +169,21 @@ class PostgresThreadIndex:
         return [_record(_values(r)) for r in rows]
 
     async def touch(self, thread_id: str, tenant: str, title: str) -> None:
-        await self._execute(
-            "UPDATE agentrag_threads SET updated_at = %s, "
-            "title = CASE WHEN title = '' THEN %s ELSE title END "
-            "WHERE thread_id = %s AND tenant = %s",
-            (time.time(), title, thread_id, tenant),
-        )
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE agentrag_threads SET updated_at = %s, "
+                "title = CASE WHEN title = '' THEN %s ELSE title END "
+                "WHERE thread_id = %s AND tenant = %s",
+                (time.time(), title, thread_id, tenant),
+            )
 
     async def delete(self, thread_id: str, tenant: str) -> bool:
-        cur = await self._execute(
-            "DELETE FROM agentrag_threads WHERE thread_id = %s AND tenant = %s",
-            (thread_id, tenant),
-        )
-        return bool(cur.rowcount)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM agentrag_threads WHERE thread_id = %s AND tenant = %s",
+                (thread_id, tenant),
+            )
+            return bool(cur.rowcount)
 
 
 def _values(row: Any) -> Any:
@@ -215,16 +224,72 @@ async def _postgres(url: str) -> AsyncIterator[Persistence]:
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
 
+    await _set_up(url)
     async with AsyncConnectionPool(
         url,
         min_size=1,
         max_size=10,
         open=False,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        # A restarted or failed-over database leaves dead connections in the pool: check each
+        # one before handing it out rather than fail the request that gets it.
+        check=AsyncConnectionPool.check_connection,
     ) as pool:
-        await pool.wait(timeout=10)
+        await pool.wait(timeout=CONNECT_WAIT_S)
         saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-        await saver.setup()
-        index = PostgresThreadIndex(pool)
-        await index.setup()
-        yield Persistence(checkpointer=saver, threads=index, backend="postgres")
+        yield Persistence(checkpointer=saver, threads=PostgresThreadIndex(pool), backend="postgres")
+
+
+async def _set_up(url: str) -> None:
+    """Create or migrate the checkpointer's tables and the index. Instances starting together
+    on a new database would race to create the same tables and migration rows, so this runs
+    under a session advisory lock: one instance at a time, released when the connection ends."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    async with await _connect(url) as conn:
+        # Polled, not waited on: a statement blocked on the lock is an open transaction, and
+        # the migrations' CREATE INDEX CONCURRENTLY waits for every open transaction.
+        while not await _try_setup_lock(conn):
+            await asyncio.sleep(0.1)
+        await AsyncPostgresSaver(conn).setup()
+        await conn.execute(_SCHEMA)
+        await conn.execute(_INDEX)
+
+
+async def _try_setup_lock(conn: Any) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (_SETUP_LOCK,))
+    row = await cur.fetchone()
+    return bool(row and row["locked"])
+
+
+async def _connect(url: str) -> Any:
+    """One connection, retried for CONNECT_WAIT_S (a database container may still be starting),
+    then a ThreadStoreError that names the database, never its password."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    while True:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                url, autocommit=True, prepare_threshold=0, row_factory=dict_row, connect_timeout=2
+            )
+        except psycopg.OperationalError as exc:
+            if time.monotonic() >= deadline:
+                reason = " ".join(str(exc).split())
+                raise ThreadStoreError(
+                    f"Cannot connect to PostgreSQL at {redact_url(url)} (postgres_url, "
+                    f"AGENTRAG_POSTGRES_URL): {reason}. Check that the server is running, "
+                    "the database exists and the credentials are right, or unset postgres_url "
+                    "to keep threads in SQLite under the data dir."
+                ) from None
+            await asyncio.sleep(0.25)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
