@@ -320,7 +320,7 @@ async def begin_turn(
             f"The message has {len(message)} characters; the limit is "
             f"{state.settings.max_message_chars}.",
         )
-    allowed = _allowed_collections(state, caller, collections)
+    allowed = await _allowed_collections(state, caller, collections)
     if thread_id is not None:
         if await state.persistence.threads.get(thread_id, caller.tenant) is None:
             raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")
@@ -341,12 +341,13 @@ async def begin_turn(
     return state.runs.start(message=message, thread_id=thread_id, ctx=ctx, history=history or [])
 
 
-def _allowed_collections(
+async def _allowed_collections(
     state: AppState, caller: Principal, requested: list[str] | None
 ) -> list[str] | None:
     if requested is None:
         return sorted(caller.collections) if caller.collections is not None else None
-    existing = {c.name for c in state.services.stack.store.list_collections()}
+    infos = await asyncio.to_thread(state.services.stack.store.list_collections)
+    existing = {c.name for c in infos}
     for name in requested:
         if not caller.allows(name):
             raise ApiError(
