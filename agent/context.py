@@ -55,7 +55,7 @@ class AgentContext:
         default=0.45, metadata=_doc("Rerank score at or above which a chunk is relevant.")
     )
     ambiguous_threshold: float = field(
-        default=0.20, metadata=_doc("Below this a chunk is irrelevant; between: ambiguous.")
+        default=0.10, metadata=_doc("Below this a chunk is irrelevant; between: ambiguous.")
     )
     support_threshold: float = field(
         default=0.55, metadata=_doc("Similarity an answer sentence needs to its evidence.")

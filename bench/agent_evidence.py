@@ -21,7 +21,7 @@ from agent.context import AgentContext
 from agent.services import Services
 from agent.settings import load_settings
 from eval.answer_metrics import normalize_answer
-from eval.datasets import iter_corpus, load_retrieval_dataset
+from eval.datasets import Question, iter_corpus, load_retrieval_dataset
 from eval.metrics import percentile
 from eval.retrieval import corpus_documents
 from graphs.rag import build_graph, recursion_limit
@@ -36,12 +36,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     services.stack.ingestor.ingest_documents(docs, collection)  # idempotent
     graph = build_graph(services)
     report: dict[str, Any] = {"dataset": dataset.name, "questions": len(questions)}
+    records = args.records.open("w") if args.records else None
     try:
         for effort in args.effort:
             all_gold = answer_found = answerable = evidence_size = 0
             latencies: list[float] = []
             for q in questions:
-                ctx = AgentContext(effort=effort, max_llm_calls=0, collections=[collection])
+                ctx = AgentContext(
+                    effort=effort, max_llm_calls=0, collections=[collection], **args.context
+                )
                 started = time.perf_counter()
                 result = await graph.ainvoke(
                     {"messages": [("user", q.question)]},
@@ -57,6 +60,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     answerable += 1
                     text = " ".join(f"{e['title']} {e['text']}" for e in result["evidence"])
                     answer_found += gold in normalize_answer(text)
+                if records is not None:
+                    records.write(json.dumps(failure_record(effort, q, result)) + "\n")
             report[effort] = {
                 "all_gold_in_evidence": round(all_gold / len(questions), 4),
                 "answer_in_evidence": round(answer_found / max(answerable, 1), 4),
@@ -68,7 +73,50 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(effort, json.dumps(report[effort]), flush=True)
     finally:
         services.close()
+        if records is not None:
+            records.close()
     return report
+
+
+def failure_record(effort: str, question: Question, result: dict[str, Any]) -> dict[str, Any]:
+    """What a reader needs to tell why a gold document is missing: never found by any
+    sub-query, or found and then cut when the sub-queries' evidence was merged."""
+    found = [e["doc_id"] for e in result["evidence"]]
+    gold = list(question.supporting_doc_ids)
+    return {
+        "effort": effort,
+        "id": question.id,
+        "question": question.question,
+        "answer": question.answer,
+        "gold": gold,
+        "gold_titles": list(question.extra.get("supporting_titles") or []),
+        "missing": [d for d in gold if d not in found],
+        "plan": (result.get("plan") or {}).get("mode"),
+        "research": [
+            {
+                "query": r["query"],
+                "tried": r["queries_tried"],
+                "grade": r["grade"],
+                "docs": [e["doc_id"] for e in r["evidence"]],
+                "titles": [e["title"] for e in r["evidence"]],
+            }
+            for r in result.get("research") or []
+        ],
+        "evidence": found,
+        "evidence_titles": [e["title"] for e in result["evidence"]],
+    }
+
+
+def context_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` pairs typed like the context's own defaults."""
+    defaults = AgentContext()
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not hasattr(defaults, name) or name in ("effort", "collections"):
+            raise SystemExit(f"--set {pair}: no such context field")
+        out[name] = type(getattr(defaults, name))(value)
+    return out
 
 
 def main() -> None:
@@ -80,7 +128,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--effort", action="append", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--records", type=Path, default=None, help="Per-question JSONL: plan, hops, missing gold."
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="Override a runtime context field (k, max_evidence, relevance_threshold, ...).",
+    )
     args = parser.parse_args()
+    args.context = context_overrides(args.set)
     args.effort = args.effort or ["low", "medium"]
     report = asyncio.run(measure(args))
     args.out.mkdir(parents=True, exist_ok=True)

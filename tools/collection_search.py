@@ -7,8 +7,9 @@ collections, and the agent's own retrieve node calls the very same tool.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
@@ -102,34 +103,92 @@ class CollectionSearch:
         ranked = await self.reranker.arerank(query, [_passage(c) for c in chunks], top_n=k)
         return [chunk_record(chunks[r.index], r.score, rank) for rank, r in enumerate(ranked)]
 
-    async def alinked(self, query: str, texts: list[str], k: int = 4) -> list[dict[str, Any]]:
+    async def alinked(
+        self, query: str, texts: list[str], k: int = 4, skip_docs: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Chunks of documents whose *title* is named in the query or in these texts.
 
         Multi-hop questions hop through an entity: the second document is usually the one the
-        first names (a comparison names both in the question). Following those names is a
-        filtered vector search, no LLM."""
-        names = sorted(title_candidates(" ".join([query, *texts])))[:MAX_LINKED_NAMES]
-        if not names:
+        first names (a comparison names both in the question). Following those names is one
+        filtered vector search, no LLM. Names from the query come first, then those of each
+        text in turn (the texts come best first); among documents named by the same source the
+        closest to the query wins. One chunk per document, documents in `skip_docs` (already
+        found) left out."""
+        priority: dict[str, int] = {}
+        for source, text in enumerate([query, *texts]):
+            for name in sorted(title_candidates(text)):
+                priority.setdefault(name, source)
+        names = sorted(priority, key=lambda n: priority[n])[:MAX_LINKED_NAMES]
+        if not names or k <= 0:
             return []
         vector = (
             await self._embed_query(query)
             if self._embed_query is not None
             else await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
         )
+        where = PayloadFilter(
+            must={"title": names}, must_not={"doc_id": list(skip_docs)} if skip_docs else {}
+        )
         chunks = await asyncio.to_thread(
             self.retriever.search_vectors,
             query,
             self.info.name,
             dense=vector,
-            k=k,
+            k=LINKED_CANDIDATES * k,
             mode="dense",
             tenant=self.tenant,
-            where=PayloadFilter(must={"title": names}),
+            where=where,
             with_dense=True,
         )
+        best: dict[str, RetrievedChunk] = {}
+        for chunk in chunks:  # best first: the first chunk seen of a document is its best
+            best.setdefault(chunk.doc_id, chunk)
+        linked = sorted(
+            best.values(), key=lambda c: (priority.get(c.title, len(texts) + 1), -c.score)
+        )[:k]
         if self._remember is not None:
-            self._remember({c.id: c.dense for c in chunks if c.dense is not None})
-        return [chunk_record(c, c.score, i) for i, c in enumerate(chunks)]
+            self._remember({c.id: c.dense for c in linked if c.dense is not None})
+        return [chunk_record(c, c.score, i) for i, c in enumerate(linked)]
+
+    async def amentions(
+        self, query: str, titles: list[str], skip_docs: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """For each title, the best new document that names it alongside the query's terms.
+
+        The reverse of `alinked`: a bridge question's second document often names the first
+        ("Kathantara is a film about the 1999 Odisha cyclone") rather than being named by it.
+        Lexical search for the query plus the title, leaving out documents already found,
+        finds it; BM25 needs no embedding, so each hop costs one sparse search."""
+        if not titles:
+            return []
+        vector = (
+            await self._embed_query(query)
+            if self._embed_query is not None
+            else await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
+        )
+        skip = set(skip_docs)
+        out: list[dict[str, Any]] = []
+        for title in titles:
+            chunks = await asyncio.to_thread(
+                self.retriever.search_vectors,
+                f"{query} {title}",
+                self.info.name,
+                dense=None,
+                k=MENTION_CANDIDATES,
+                mode="sparse",
+                tenant=self.tenant,
+                where=PayloadFilter(must_not={"doc_id": sorted(skip)}) if skip else None,
+                with_dense=True,
+            )
+            chunk = next((c for c in chunks if c.doc_id not in skip), None)
+            if chunk is None or chunk.dense is None:
+                continue
+            skip.add(chunk.doc_id)
+            if self._remember is not None:
+                self._remember({chunk.id: chunk.dense})
+            relevance = _cosine(vector, chunk.dense)
+            out.append(chunk_record(chunk, relevance, len(out)))
+        return out
 
     def as_tool(self) -> BaseTool:
         description = self.info.description or f"Documents in the {self.info.name} collection."
@@ -149,24 +208,76 @@ class CollectionSearch:
         )
 
 
-MAX_LINKED_NAMES = 300
-_NAME = re.compile(
-    r"[A-Z0-9][\w'\u2019.&-]*(?:\s+(?:(?:of|the|and|de|for|in|on|van|von|la|le|du|del|des)\s+)?"
-    r"[A-Z0-9][\w'\u2019.&-]*)*"
+MAX_LINKED_NAMES = 400
+MENTION_CANDIDATES = 4
+LINKED_CANDIDATES = 4
+"""Filtered-search hits per linked document asked for, so one-chunk-per-document still fills k."""
+_CONNECTORS = "of|the|and|de|for|in|on|at|to|a|an|with|from|van|von|la|le|du|del|des"
+_TOKEN = r"[A-Z0-9][\w'\u2019.&/-]*[?!]?"
+_NAME = re.compile(_TOKEN + r"(?:\s+(?:(?:" + _CONNECTORS + r")\s+){0,2}" + _TOKEN + r")*")
+_QUOTED = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{2,80}?)[\"\u201d]")
+_POSSESSIVE = re.compile(r"(\w)['\u2019]s\b")
+_QUALIFIED = re.compile(
+    r"((?:" + _TOKEN + r"\s+){0,3}" + _TOKEN + r")(?:,\s+(" + _TOKEN + r")|\s+(\([^()]{1,30}\)))"
 )
+MAX_NAME_WORDS = 5
 
 
 def title_candidates(text: str) -> set[str]:
-    """Capitalised phrases and their sub-phrases (up to four words): possible document titles."""
+    """Phrases that may be document titles: capitalised phrases and their sub-phrases, quoted
+    titles ("Back to December"), names without a possessive, and names with the qualifier a
+    title often carries ("Bangor, Maine", "USS Essex (CV-9)")."""
     out: set[str] = set()
-    for match in _NAME.finditer(text):
-        parts = match.group(0).strip(" .,'").split()
-        for i in range(len(parts)):
-            for j in range(i + 1, min(len(parts), i + 4) + 1):
-                phrase = " ".join(parts[i:j]).strip(" .,'")
-                if len(phrase) > 2:
-                    out.add(phrase)
-    return out
+    for variant in dict.fromkeys((text, _POSSESSIVE.sub(r"\1", text))):
+        for match in _NAME.finditer(variant):
+            for sentence in _sentences(match.group(0).split()):
+                _add_phrases(sentence, out)
+        for match in _QUALIFIED.finditer(variant):
+            head = match.group(1).split()
+            tail = f", {match.group(2).rstrip('.')}" if match.group(2) else f" {match.group(3)}"
+            for i in range(len(head)):
+                out.add(" ".join(head[i:]) + tail)
+    for match in _QUOTED.finditer(text):
+        quoted = match.group(1).strip(" ,.;:!?")
+        if 0 < len(quoted.split()) <= 2 * MAX_NAME_WORDS:
+            out.add(quoted)
+            out.add(match.group(1).strip())
+    return {name for name in out if len(name) > 2}
+
+
+def _sentences(parts: list[str]) -> list[list[str]]:
+    """A phrase split where a sentence ends inside it: after "?" or "!", or after a period on
+    a word longer than an initial or abbreviation ("J.", "Jr.", "St." stay joined)."""
+    out: list[list[str]] = [[]]
+    for part in parts:
+        out[-1].append(part)
+        if part[-1] in "?!" or (part[-1] == "." and len(part) > 4):
+            out.append([])
+    return [s for s in out if s]
+
+
+def _add_phrases(parts: list[str], out: set[str]) -> None:
+    """Every run of up to `MAX_NAME_WORDS` words, and the whole phrase, that starts and ends
+    with a capitalised word; a trailing period is tried both ways ("Jr." ends titles, a full
+    stop does not)."""
+    capitalised = [not p[0].islower() for p in parts]
+    spans = {
+        (i, j)
+        for i in range(len(parts))
+        for j in range(i + 1, min(len(parts), i + MAX_NAME_WORDS) + 1)
+    }
+    spans.add((0, len(parts)))
+    for i, j in spans:
+        if capitalised[i] and capitalised[j - 1]:
+            phrase = " ".join(parts[i:j]).strip(" ,'")
+            out.add(phrase)
+            out.add(phrase.rstrip(".?!"))
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
 
 
 def _passage(chunk: RetrievedChunk) -> str:

@@ -17,6 +17,9 @@ from agent.nodes.common import step
 from agent.services import Services
 from agent.state import Evidence, ResearchState
 
+MENTION_HOPS = 3
+"""Top documents whose mentions elsewhere are searched for (reverse title links, not low)."""
+
 
 def merge_evidence(*groups: list[Evidence]) -> list[Evidence]:
     """Union by chunk id, best rank kept; ordered by rank (lists interleave), then relevance."""
@@ -26,6 +29,10 @@ def merge_evidence(*groups: list[Evidence]) -> list[Evidence]:
             if item["id"] not in best or item["rank"] < best[item["id"]]["rank"]:
                 best[item["id"]] = item
     return sorted(best.values(), key=lambda e: (e["rank"], -e["relevance"]))
+
+
+def _by_rank(item: Evidence | dict[str, Any]) -> tuple[int, float]:
+    return item["rank"], -item["relevance"]
 
 
 async def retrieve_chunks(
@@ -39,9 +46,23 @@ async def retrieve_chunks(
     results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
     found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]
     if ctx.effort != "low" and ctx.linked_docs:
-        texts = [e["text"] for group in results for e in group[: ctx.link_from]]
-        linked = await asyncio.gather(*(s.alinked(query, texts, ctx.linked_docs) for s in searches))
+        top = sorted((e for group in results for e in group[: ctx.link_from]), key=_by_rank)
+        texts = [e["text"] for e in top]
+        skip = list(dict.fromkeys(e["doc_id"] for e in top))
+        linked = await asyncio.gather(
+            *(s.alinked(query, texts, ctx.linked_docs, skip_docs=skip) for s in searches)
+        )
         found += [item for group in linked for item in group]  # type: ignore[misc]
+        seen = list(dict.fromkeys(e["doc_id"] for e in found))
+        titles = [
+            t
+            for t in dict.fromkeys(e["title"] for e in top)
+            if t and t.lower() not in query.lower()
+        ][:MENTION_HOPS]
+        mentions = await asyncio.gather(
+            *(s.amentions(query, titles, skip_docs=seen) for s in searches)
+        )
+        found += [item for group in mentions for item in group]  # type: ignore[misc]
     candidates = merge_evidence(list(state.get("candidates") or []), found)
     tried = [*(state.get("queries_tried") or []), query]
     note = f"{len(found)} chunks from {len(searches)} collection(s) for {query!r}"

@@ -9,3 +9,23 @@ def test_title_candidates_are_capitalised_phrases() -> None:
     names = title_candidates("The director of Jaws was born in New York City in 1946.")
     assert {"Jaws", "New York City", "New York", "York City"} <= names
     assert "director" not in names and "was" not in names
+
+
+def test_title_candidates_read_titles_as_texts_write_them() -> None:
+    text = (
+        'Her single "Back to December" was a hit. The band Nickelback\'s album sold well. '
+        "The venue is in Bangor, Maine. The squadron joined the USS Essex (CV-9) in 1944. "
+        "Produced by Rankin/Bass Productions with Harry Connick Jr. on piano. "
+        "It inspired What Are Little Girls Made Of? That rhyme is old."
+    )
+    names = title_candidates(text)
+    assert {
+        "Back to December",
+        "Nickelback",
+        "Bangor, Maine",
+        "USS Essex (CV-9)",
+        "Rankin/Bass Productions",
+        "Harry Connick Jr.",
+        "What Are Little Girls Made Of?",
+    } <= names
+    assert "Maine. The" not in names and "and" not in names
