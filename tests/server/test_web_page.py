@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from langchain_core.messages import AIMessage
 
 from agent.services import Services
 from server.app import create_app
@@ -282,4 +284,43 @@ def test_api_key_field_authorizes_requests(
         page.reload()
         expect(page.locator("#api-key")).to_have_value("ar-public-key")
         expect(page.locator("#threads button.thread")).to_have_count(1)
+        chat.close()
+
+
+def test_regenerated_answer_replaces_the_streamed_one_and_flags_show(
+    browser: Browser, make_services: Callable[..., Services]
+) -> None:
+    from playwright.sync_api import expect
+
+    unsupported = "Bananas are a purple fruit that grows on the moon [1]."
+    supported = "Venus has the hottest surface of any planet [1]."
+    # turn 1: unsupported, then supported (regenerate, accept); turn 2: unsupported twice (give up)
+    replies = [unsupported, supported, unsupported, unsupported]
+    model = LoopingChatModel(messages=cycle([AIMessage(content=r) for r in replies]), delay_s=0.05)
+    with serve(make_services, model) as server:
+        chat = ChatPage(browser, server)
+        page = chat.page
+        page.evaluate(RECORD_ANSWERS)
+        chat.ask(QUESTION_HOT)
+        chat.wait_done(0)
+        answer = chat.answer(0)
+        expect(answer.locator(".answer")).to_have_text(supported)
+        texts = [s["text"] for s in page.evaluate("window.answerSnapshots") if s["n"] == 1]
+        assert unsupported in texts, "the first answer never streamed"
+        restart = texts.index(unsupported)
+        assert "" in texts[restart:], "the rejected answer was not cleared before the new one"
+        assert not any(unsupported[:20] in t and supported[:20] in t for t in texts)
+        verdicts = answer.locator('[data-kind="verdict"]')
+        expect(verdicts).to_have_count(2)
+        expect(verdicts.nth(0)).to_contain_text("regenerate")
+        expect(verdicts.nth(1)).to_contain_text("accept")
+        expect(answer.locator(".flags")).to_be_hidden()
+
+        page.locator("#new-thread").click()
+        chat.ask(QUESTION_HOT)
+        chat.wait_done(0)
+        flags = chat.answer(0).locator(".flags .flag")
+        expect(flags.first).to_be_visible()
+        expect(chat.answer(0).locator(".flags")).to_contain_text("ungrounded")
+        expect(chat.answer(0).locator('[data-kind="verdict"]').last).to_contain_text("give_up")
         chat.close()
