@@ -128,9 +128,7 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[
     async for line in response.aiter_lines():
         if not line:
             if data:
-                payload = json.loads("\n".join(data))
-                kind = payload.get("type", event) if isinstance(payload, dict) else event
-                yield kind, payload if isinstance(payload, dict) else {"data": payload}
+                yield _sse_message(event, data)
             event, data = "message", []
         elif line.startswith(":"):
             continue
@@ -139,8 +137,14 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[
         elif line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
     if data:
-        payload = json.loads("\n".join(data))
-        yield payload.get("type", event), payload
+        yield _sse_message(event, data)
+
+
+def _sse_message(event: str, data: list[str]) -> tuple[str, dict[str, Any]]:
+    payload = json.loads("\n".join(data))
+    if not isinstance(payload, dict):
+        return event, {"data": payload}
+    return str(payload.get("type", event)), payload
 
 
 async def chat_turn(
@@ -458,10 +462,13 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         f"- warm-up turn alone: first event {warm['first_event_ms']} ms, turn "
         f"{warm['turn_ms']} ms" + (f", error {warm['error']}" if warm["error"] else ""),
-        f"- server when ready: {mem('server_ready')}; before load: {mem('server_before')}; "
-        f"after load: {mem('server_after')}",
         f"- client CPU during load: {report['client_cpu_s']} s",
     ]
+    if report.get("server_before"):
+        lines.append(
+            f"- server when ready: {mem('server_ready')}; before load: {mem('server_before')}; "
+            f"after load: {mem('server_after')}"
+        )
     if report.get("server_cpu_ms_per_turn") is not None:
         lines.append(f"- server CPU per turn: {report['server_cpu_ms_per_turn']} ms")
     if setup.get("ready_s") is not None:
@@ -537,7 +544,7 @@ def run_with_own_server(args: argparse.Namespace, setup: dict[str, Any]) -> dict
                 "TRANSFORMERS_OFFLINE": "1",
             }
             started = time.perf_counter()
-            subprocess.run(
+            ingest = subprocess.run(
                 [
                     venv_bin("agentrag"),
                     "ingest",
@@ -549,15 +556,24 @@ def run_with_own_server(args: argparse.Namespace, setup: dict[str, Any]) -> dict
                 ],
                 cwd=root,
                 env=env,
-                check=True,
                 stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
+            if ingest.returncode != 0:
+                raise SystemExit(f"agentrag ingest failed:\n{ingest.stderr[-2000:]}")
             setup["ingest_s"] = round(time.perf_counter() - started, 1)
             port = free_port()
             base_url = f"http://{LOOPBACK}:{port}"
             command = [venv_bin("agentrag"), "serve", "--host", LOOPBACK, "--port", str(port)]
             with running(command, env, root, root / "server.log") as process:
-                setup["ready_s"] = round(wait_ready(base_url, process, args.ready_timeout_s), 1)
+                try:
+                    ready_s = wait_ready(base_url, process, args.ready_timeout_s)
+                except SystemExit:
+                    log_tail = (root / "server.log").read_text(errors="replace")[-3000:]
+                    print(f"server log:\n{log_tail}", file=sys.stderr)
+                    raise
+                setup["ready_s"] = round(ready_s, 1)
                 server = ServerProcess(process.pid)
                 llm_stats = llm_url.removesuffix("/v1") + "/stats"
                 report = run_async(drive(base_url, args, server, llm_stats))
