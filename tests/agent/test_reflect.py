@@ -71,9 +71,15 @@ async def test_reflection_reuses_the_vectors_citations_were_attached_with(
     chunks = evidence(ORBITS, VOLCANOES)
     await services.chunk_vectors([(e["id"], e["text"]) for e in chunks])
     answer = "Mercury has no moons. Olympus Mons on Mars is the tallest volcano."
+    seen = len(counting.encoded)
     cited = await attach_citations(answer, chunks, services)
     assert cited == "Mercury has no moons [1]. Olympus Mons on Mars is the tallest volcano [2]."
+    assert counting.encoded[seen:] == [
+        "Mercury has no moons.",
+        "Olympus Mons on Mars is the tallest volcano.",
+        answer,
+    ]
     seen = len(counting.encoded)
     verdicts, _ = await judge_sentences(cited, chunks, AgentContext(), services)
     assert all(v["supported"] for v in verdicts)
-    assert counting.encoded[seen:] == [answer]  # the whole answer only
+    assert counting.encoded[seen:] == []  # sentences and whole answer came with the citations
