@@ -178,10 +178,10 @@ def create_app(
         if not all(isinstance(m, dict) for m in messages):
             return _error(400, "Every message must be an object with a role and content.")
 
+        text = script.text_for(messages)
         counters.requests_total += 1
         counters.in_flight += 1
         counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
-        text = script.text_for(messages)
         tokens = split_tokens(text)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish_reason = "stop"
