@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -55,6 +57,16 @@ class CollectionSettings(BaseModel):
     """A collection declared in configuration (its description is used to route queries)."""
 
     description: str = ""
+
+
+class _AgentragDotEnv(DotEnvSettingsSource):
+    """A `.env` file is shared with other tools (docker compose reads `POSTGRES_PASSWORD` from
+    it): only `AGENTRAG_*` lines are ours; a misspelt one of those still fails."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            k: v for k, v in super()._load_env_vars().items() if k.upper().startswith(ENV_PREFIX)
+        }
 
 
 class ApiKeySettings(BaseModel):
@@ -243,7 +255,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
-        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+        dotenv = _AgentragDotEnv(settings_cls)
+        return init_settings, env_settings, dotenv, toml, file_secret_settings
 
     @field_validator("default_collection")
     @classmethod
@@ -318,7 +331,9 @@ def _describe(error: ValidationError) -> str:
         msg = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
         if loc:
             name = loc[0]
-            env = ENV_PREFIX + "__".join(loc).upper()
+            env = "__".join(loc).upper()
+            if not env.startswith(ENV_PREFIX):
+                env = ENV_PREFIX + env
             lines.append(f"  {name} ({env}): {msg}")
         else:
             lines.append(f"  {msg}")

@@ -458,6 +458,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Serve the chat API (SSE, OpenAI-compatible) and the web chat page at http://HOST:PORT/."""
+    import asyncio
+
     import uvicorn
 
     from server.app import create_app
@@ -469,6 +471,10 @@ def serve(
             "[yellow]No API keys configured: the server is open, every caller uses tenant "
             "'public'.[/] Create keys with `agentrag keys create`."
         )
+    with _friendly_errors():
+        # A thread store that cannot be opened is a configuration problem: say so in one line
+        # here, not in a traceback from inside the server's startup.
+        asyncio.run(_open_thread_store(settings))
     err.print(f"agentrag serving on http://{host}:{port}/ (API docs at /docs)")
     with _friendly_errors():
         # One worker: the embedded store has one owner per process. Scale out with the Qdrant
@@ -480,6 +486,13 @@ def serve(
             log_level=log_level,
             timeout_graceful_shutdown=5,
         )
+
+
+async def _open_thread_store(settings: Settings) -> None:
+    from server.persistence import open_persistence
+
+    async with open_persistence(settings):
+        pass
 
 
 @keys_app.command("create")
@@ -505,11 +518,11 @@ def keys_create(
     if name:
         entry["name"] = name
     err.print("[bold]API key[/] (shown once; give it to the client):")
-    console.print(key, highlight=False)
+    typer.echo(key)
     err.print(
         "\n[bold]Add to AGENTRAG_API_KEYS[/] (a JSON list) or to `api_keys` in agentrag.toml:"
     )
-    console.print(json.dumps(entry), highlight=False)
+    typer.echo(json.dumps(entry))  # never wrapped: it is pasted into configuration
 
 
 @eval_app.command("retrieval")

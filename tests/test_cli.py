@@ -123,3 +123,28 @@ def test_ask_refuses_bad_arguments(data_env: Path) -> None:
     result = runner.invoke(app, ["ask", "q", "-c", "nope"])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_keys_create_prints_a_key_and_its_hashed_entry() -> None:
+    from agent.settings import load_settings
+    from server.auth import KeyRing
+
+    result = runner.invoke(app, ["keys", "create", "--tenant", "acme", "-c", "handbook"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    key, entry = lines[0], json.loads(lines[-1])
+    assert key.startswith("ar-") and key not in lines[-1]
+    assert entry["tenant"] == "acme" and entry["collections"] == ["handbook"]
+    keys = KeyRing(load_settings(api_keys=[entry]))
+    principal = keys.authenticate(f"Bearer {key}")
+    assert principal.tenant == "acme" and not principal.allows("other")
+
+
+def test_serve_with_an_unreachable_database_is_one_clear_line(
+    data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRAG_POSTGRES_URL", "postgresql://u:secret@127.0.0.1:1/db")
+    result = runner.invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "Cannot connect to PostgreSQL" in result.output
+    assert "secret" not in result.output

@@ -85,3 +85,13 @@ def test_unknown_toml_key_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("AGENTRAG_CONFIG", str(config))
     with pytest.raises(ConfigError, match="chunk_sise"):
         load_settings()
+
+
+def test_dotenv_lines_of_other_tools_are_ignored(tmp_path: Path) -> None:
+    """docker compose and agentrag share `.env`: only AGENTRAG_* lines are read, and a misspelt
+    one of those still stops agentrag with its name."""
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=secret\nAGENTRAG_LOG_JSON=false\n")
+    assert load_settings().log_json is False
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=secret\nAGENTRAG_LOG_JSONN=false\n")
+    with pytest.raises(ConfigError, match=r"\(AGENTRAG_LOG_JSONN\)"):
+        load_settings()
