@@ -41,6 +41,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for effort in args.effort:
             all_gold = answer_found = answerable = evidence_size = 0
             latencies: list[float] = []
+            node_ms: dict[str, float] = {}
             for q in questions:
                 ctx = AgentContext(
                     effort=effort, max_llm_calls=0, collections=[collection], **args.context
@@ -52,6 +53,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     context=ctx,
                 )
                 latencies.append((time.perf_counter() - started) * 1000)
+                for entry in result["steps"]:
+                    node_ms[entry["node"]] = node_ms.get(entry["node"], 0.0) + entry["ms"]
                 found = {e["doc_id"] for e in result["evidence"]}
                 all_gold += set(q.supporting_doc_ids) <= found
                 evidence_size += len(result["evidence"])
@@ -69,6 +72,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "mean_evidence_chunks": round(evidence_size / len(questions), 2),
                 "turn_ms_p50": round(percentile(latencies, 50), 1),
                 "turn_ms_p95": round(percentile(latencies, 95), 1),
+                "node_ms_per_turn": {
+                    node: round(total / len(questions), 2)
+                    for node, total in sorted(node_ms.items())
+                    if node not in ("generate_answer", "reflect_answer")
+                },
             }
             print(effort, json.dumps(report[effort]), flush=True)
     finally:

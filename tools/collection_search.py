@@ -10,6 +10,7 @@ import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
@@ -216,33 +217,34 @@ _CONNECTORS = "of|the|and|de|for|in|on|at|to|a|an|with|from|van|von|la|le|du|del
 _TOKEN = r"[A-Z0-9][\w'\u2019.&/-]*[?!]?"
 _NAME = re.compile(_TOKEN + r"(?:\s+(?:(?:" + _CONNECTORS + r")\s+){0,2}" + _TOKEN + r")*")
 _QUOTED = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{2,80}?)[\"\u201d]")
-_POSSESSIVE = re.compile(r"(\w)['\u2019]s\b")
-_QUALIFIED = re.compile(
-    r"((?:" + _TOKEN + r"\s+){0,3}" + _TOKEN + r")(?:,\s+(" + _TOKEN + r")|\s+(\([^()]{1,30}\)))"
-)
+_QUALIFIER = re.compile(r",\s+([A-Z][\w'\u2019&/-]*)|\s+(\([^()]{1,30}\))")
 MAX_NAME_WORDS = 5
 
 
-def title_candidates(text: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def title_candidates(text: str) -> frozenset[str]:
     """Phrases that may be document titles: capitalised phrases and their sub-phrases, quoted
     titles ("Back to December"), names without a possessive, and names with the qualifier a
-    title often carries ("Bangor, Maine", "USS Essex (CV-9)")."""
+    title often carries ("Bangor, Maine", "USS Essex (CV-9)"). Cached: the same top chunks
+    come back for every hop of a question."""
     out: set[str] = set()
-    for variant in dict.fromkeys((text, _POSSESSIVE.sub(r"\1", text))):
-        for match in _NAME.finditer(variant):
-            for sentence in _sentences(match.group(0).split()):
-                _add_phrases(sentence, out)
-        for match in _QUALIFIED.finditer(variant):
-            head = match.group(1).split()
-            tail = f", {match.group(2).rstrip('.')}" if match.group(2) else f" {match.group(3)}"
-            for i in range(len(head)):
-                out.add(" ".join(head[i:]) + tail)
+    for match in _NAME.finditer(text):
+        sentences = _sentences(match.group(0).split())
+        for sentence in sentences:
+            _add_phrases(sentence, out)
+        qualifier = _QUALIFIER.match(text, match.end())
+        if qualifier is not None:
+            tail = f", {qualifier.group(1)}" if qualifier.group(1) else f" {qualifier.group(2)}"
+            last = sentences[-1]
+            for i in range(max(0, len(last) - MAX_NAME_WORDS + 1), len(last)):
+                if not last[i][0].islower():
+                    out.add(" ".join(last[i:]) + tail)
     for match in _QUOTED.finditer(text):
         quoted = match.group(1).strip(" ,.;:!?")
         if 0 < len(quoted.split()) <= 2 * MAX_NAME_WORDS:
             out.add(quoted)
             out.add(match.group(1).strip())
-    return {name for name in out if len(name) > 2}
+    return frozenset(name for name in out if len(name) > 2)
 
 
 def _sentences(parts: list[str]) -> list[list[str]]:
@@ -259,19 +261,25 @@ def _sentences(parts: list[str]) -> list[list[str]]:
 def _add_phrases(parts: list[str], out: set[str]) -> None:
     """Every run of up to `MAX_NAME_WORDS` words, and the whole phrase, that starts and ends
     with a capitalised word; a trailing period is tried both ways ("Jr." ends titles, a full
-    stop does not)."""
+    stop does not), and a possessive too ("Nickelback's album" names Nickelback)."""
+    n = len(parts)
     capitalised = [not p[0].islower() for p in parts]
-    spans = {
-        (i, j)
-        for i in range(len(parts))
-        for j in range(i + 1, min(len(parts), i + MAX_NAME_WORDS) + 1)
-    }
-    spans.add((0, len(parts)))
-    for i, j in spans:
-        if capitalised[i] and capitalised[j - 1]:
-            phrase = " ".join(parts[i:j]).strip(" ,'")
+    for i in range(n):
+        if not capitalised[i]:
+            continue
+        ends = list(range(i + 1, min(n, i + MAX_NAME_WORDS) + 1))
+        if i == 0 and n > MAX_NAME_WORDS:
+            ends.append(n)
+        for j in ends:
+            last = parts[j - 1]
+            if not capitalised[j - 1]:
+                continue
+            phrase = " ".join(parts[i:j])
             out.add(phrase)
-            out.add(phrase.rstrip(".?!"))
+            if last[-1] in ".?!,'":
+                out.add(phrase.rstrip(".?!,'"))
+            if last.endswith(("'s", "\u2019s")):
+                out.add(phrase[:-2])
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
