@@ -507,7 +507,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--concurrency and --turns-per-client must be at least 1")
 
     setup: dict[str, Any] = {
-        "command": "python bench/chat_load.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(
+            ["python bench/chat_load.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "concurrency": args.concurrency,
         "turns_per_client": args.turns_per_client,
         "effort": args.effort,
