@@ -244,6 +244,12 @@ class Settings(BaseSettings):
         default=20_000_000, ge=1_000, description="Largest document upload (all files together)."
     )
     log_json: bool = Field(default=True, description="Server logs as JSON lines.")
+    max_concurrent_turns: int = Field(
+        default=16,
+        ge=1,
+        description="Turns the server runs at once; more wait in line (their `run` event is "
+        "sent at once). Keeps turns finishing one after another instead of all together.",
+    )
 
     @classmethod
     def settings_customise_sources(

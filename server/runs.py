@@ -67,11 +67,16 @@ class Run:
 
 class RunManager:
     def __init__(
-        self, graph: CompiledStateGraph[Any, Any, Any, Any], threads: ThreadIndex, metrics: Metrics
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        threads: ThreadIndex,
+        metrics: Metrics,
+        max_concurrent: int = 16,
     ) -> None:
         self.graph = graph
         self.threads = threads
         self.metrics = metrics
+        self._slots = asyncio.Semaphore(max_concurrent)
         self.runs: dict[str, Run] = {}
         self._busy_threads: set[str] = set()
 
@@ -101,7 +106,8 @@ class RunManager:
         try:
             run.emit({"type": "run", "run_id": run.run_id, "thread_id": run.thread_id})
             log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
-            values = await self._stream_graph(run, message, ctx, history)
+            async with self._slots:
+                values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
             self._finish(run, values)
             if values.get("error"):

@@ -18,6 +18,7 @@ from tests.server.conftest import (
     LiveServer,
     LoopingChatModel,
     looping,
+    sse_events,
 )
 
 pytestmark = pytest.mark.integration
@@ -175,3 +176,30 @@ def test_openai_errors(live: LiveServer) -> None:
         client.chat.completions.create(
             model="agentrag", messages=[{"role": "assistant", "content": "hi"}]
         )
+
+
+def test_turns_over_the_limit_wait_in_line(
+    make_services: Callable[..., Services], slow_model: LoopingChatModel
+) -> None:
+    """With one turn at a time, a second caller gets its `run` event at once and its first
+    answer token only after the first turn is done."""
+    services = make_services(supports_tools=False, default=slow_model)
+    settings = services.settings.model_copy(update={"max_concurrent_turns": 1})
+    with (
+        LiveServer(create_app(settings, services)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as first,
+    ):
+        first_lines = first.iter_lines()
+        next(line for line in first_lines if line.startswith("event: token"))
+        with client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as second:
+            second_started = time.monotonic()
+            second_events = second.iter_lines()
+            assert next(second_events) == "event: run"
+            assert time.monotonic() - second_started < 2, "the run event waited"
+            first_events = sse_events(first_lines)
+            assert first_events[-1]["type"] == "done"
+            first_finished = time.monotonic() - second_started
+            done = sse_events(second_events)[-1]
+    assert done["type"] == "done"
+    assert done["timings"]["first_token_ms"] / 1000 >= first_finished - 0.5
