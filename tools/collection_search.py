@@ -141,15 +141,41 @@ class CollectionSearch:
             where=where,
             with_dense=True,
         )
-        best: dict[str, RetrievedChunk] = {}
+        # a title with a qualifier ("Pieris (plant)", "Summerlin, Nevada") matches no name
+        # exactly: look for the query's names lexically and compare the titles' base names
+        lexical = await asyncio.to_thread(
+            self.retriever.search_vectors,
+            query,
+            self.info.name,
+            dense=None,
+            k=QUALIFIED_CANDIDATES,
+            mode="sparse",
+            tenant=self.tenant,
+            where=PayloadFilter(must_not={"doc_id": list(skip_docs)}) if skip_docs else None,
+            with_dense=True,
+        )
+        named = title_candidates(query)
+        qualified = [c for c in lexical if c.title not in named and title_base(c.title) in named]
+        best: dict[str, tuple[int, float, RetrievedChunk]] = {}
         for chunk in chunks:  # best first: the first chunk seen of a document is its best
-            best.setdefault(chunk.doc_id, chunk)
-        linked = sorted(
-            best.values(), key=lambda c: (priority.get(c.title, len(texts) + 1), -c.score)
-        )[:k]
+            source = priority.get(chunk.title, len(texts) + 1)
+            best.setdefault(chunk.doc_id, (2 * source, -chunk.score, chunk))
+        by_base: dict[str, tuple[float, RetrievedChunk]] = {}
+        for chunk in qualified:  # one document per ambiguous name: the closest to the query
+            if chunk.dense is not None and chunk.doc_id not in best:
+                score = _cosine(vector, chunk.dense)
+                base = title_base(chunk.title)
+                if base not in by_base or score > by_base[base][0]:
+                    by_base[base] = (score, chunk)
+        for score, chunk in by_base.values():  # after the exact names of the query
+            best[chunk.doc_id] = (1, -score, chunk)
+        linked = [c for *_, c in sorted(best.values(), key=lambda t: t[:2])][:k]
         if self._remember is not None:
             self._remember({c.id: c.dense for c in linked if c.dense is not None})
-        return [chunk_record(c, c.score, i) for i, c in enumerate(linked)]
+        return [
+            chunk_record(c, _cosine(vector, c.dense) if c.dense else c.score, i)
+            for i, c in enumerate(linked)
+        ]
 
     async def amentions(
         self, query: str, titles: list[str], skip_docs: Sequence[str] = ()
@@ -211,6 +237,7 @@ class CollectionSearch:
 
 MAX_LINKED_NAMES = 400
 MENTION_CANDIDATES = 4
+QUALIFIED_CANDIDATES = 30
 LINKED_CANDIDATES = 4
 """Filtered-search hits per linked document asked for, so one-chunk-per-document still fills k."""
 _CONNECTORS = "of|the|and|de|for|in|on|at|to|a|an|with|from|van|von|la|le|du|del|des"
@@ -280,6 +307,14 @@ def _add_phrases(parts: list[str], out: set[str]) -> None:
                 out.add(phrase.rstrip(".?!,'"))
             if last.endswith(("'s", "\u2019s")):
                 out.add(phrase[:-2])
+
+
+_QUALIFIER_SUFFIX = re.compile(r"\s*\([^()]*\)$|,\s[^,]+$")
+
+
+def title_base(title: str) -> str:
+    """A title without its qualifier: "Pieris (plant)" -> "Pieris", "Bangor, Maine" -> "Bangor"."""
+    return _QUALIFIER_SUFFIX.sub("", title.replace("&amp;", "&")).strip()
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:

@@ -1,5 +1,10 @@
 """retrieve_chunks: call each chosen collection's search tool (hybrid search + rerank).
 
+Above effort `low`, three cheap hops follow, no LLM: documents whose titles the query or the
+top chunks name (`alinked`), documents that name the top chunks' titles (`amentions`), and
+documents the query names by title rank first. Multi-hop questions mostly hop through such a
+named entity; each hop is a filtered or lexical search, no embedding.
+
 Results of a retry are merged with what earlier attempts found, so a rewrite can only add
 evidence, never lose it.
 """
@@ -16,6 +21,7 @@ from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.services import Services
 from agent.state import Evidence, ResearchState
+from tools.collection_search import title_candidates
 
 MENTION_HOPS = 3
 """Top documents whose mentions elsewhere are searched for (reverse title links, not low)."""
@@ -63,6 +69,8 @@ async def retrieve_chunks(
             *(s.amentions(query, titles, skip_docs=seen) for s in searches)
         )
         found += [item for group in mentions for item in group]  # type: ignore[misc]
+        named = title_candidates(query)
+        found = [{**e, "rank": 0} if e["title"] in named else e for e in found]
     candidates = merge_evidence(list(state.get("candidates") or []), found)
     tried = [*(state.get("queries_tried") or []), query]
     note = f"{len(found)} chunks from {len(searches)} collection(s) for {query!r}"

@@ -83,3 +83,48 @@ async def test_the_agent_finds_the_document_that_names_a_found_one(
         services, question, AgentContext(collections=["storms"], k=1, effort="low")
     )
     assert "film" not in {e["doc_id"] for e in low["evidence"]}
+
+
+GENUS_DOCS = [
+    Document(
+        "plant",
+        "plant",
+        "Pieris (plant)",
+        (Section("Pieris is a genus of seven species of shrubs in the heath family."),),
+    ),
+    Document(
+        "butterfly",
+        "butterfly",
+        "Pieris (butterfly)",
+        (Section("Pieris is a genus of butterflies of the family Pieridae, the whites."),),
+    ),
+    Document(
+        "fern",
+        "fern",
+        "Phlebodium",
+        (Section("Phlebodium is a genus of ferns in the family Polypodiaceae."),),
+    ),
+] + [
+    Document(
+        f"fern{i}",
+        f"fern{i}",
+        f"Fern genus {i}",
+        (Section(f"Fern genus {i}: ferns close to Phlebodium, both are ferns ({i + 2} species)."),),
+    )
+    for i in range(12)
+]
+
+
+async def test_a_name_reaches_the_title_it_names_with_a_qualifier(
+    make_services: Any, tmp_path: Path
+) -> None:
+    """ "Pieris" names no title exactly, but "Pieris (plant)" and "Pieris (butterfly)"."""
+    services = make_services(default=scripted("No [1]."))
+    services.stack.ingestor.ingest_documents(GENUS_DOCS, "genera", description="Genera")
+    question = "Are Phlebodium and Pieris both ferns?"
+    [search] = await services.asearches(AgentContext(), ["genera"])
+    top = await search.asearch(question, 1)
+    linked = await search.alinked(question, [top[0]["text"]], 2, skip_docs=[top[0]["doc_id"]])
+    found = [e["doc_id"] for e in linked]
+    assert "fern" in found  # named exactly
+    assert {"plant", "butterfly"} & set(found)  # named without its qualifier

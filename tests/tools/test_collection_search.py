@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.collection_search import title_candidates
+from tools.collection_search import title_base, title_candidates
 
 
 def test_title_candidates_are_capitalised_phrases() -> None:
@@ -29,3 +29,10 @@ def test_title_candidates_read_titles_as_texts_write_them() -> None:
         "What Are Little Girls Made Of?",
     } <= names
     assert "Maine. The" not in names and "and" not in names
+
+
+def test_title_base_drops_the_qualifier() -> None:
+    assert title_base("Pieris (plant)") == "Pieris"
+    assert title_base("Bangor, Maine") == "Bangor"
+    assert title_base("Kiss and Tell (1945 film)") == "Kiss and Tell"
+    assert title_base("Alan J. Pakula") == "Alan J. Pakula"
