@@ -43,7 +43,7 @@ from server import schemas
 from server.auth import AuthError, KeyRing, Principal
 from server.logs import configure_logging, log
 from server.metrics import Metrics
-from server.persistence import Persistence, open_persistence, title_of
+from server.persistence import Persistence, open_persistence
 from server.runs import Run, RunManager
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -261,21 +261,23 @@ def _env_cors() -> list[str]:
 
 async def _warm_up(services: Services, status: dict[str, str]) -> None:
     """Load the embedding model and start the LLM before the first question needs them."""
+    result: dict[str, str] = {}
     try:
         await services.embed_query("warm up")
-        status["embeddings"] = "ok"
+        result["embeddings"] = "ok"
     except Exception as exc:
-        status["embeddings"] = f"error: {exc}"
+        result["embeddings"] = f"error: {exc}"
     try:
         await services.achat_model("generator", AgentContext())
-        status["llm"] = "ok"
+        result["llm"] = "ok"
     except Exception as exc:
-        status["llm"] = f"error: {exc}"
+        result["llm"] = f"error: {exc}"
     # Models, graph and imports are loaded for good: move them out of the garbage collector's
     # sight, so that full collections under load stay short (they stalled every stream for
-    # up to a second in the load benchmark).
+    # up to a second in the load benchmark). Ready only after that.
     gc.collect()
     gc.freeze()
+    status.update(result)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -336,15 +338,18 @@ async def begin_turn(
                 "thread_busy",
                 f"Thread {thread_id!r} has a run in progress; wait or cancel it.",
             )
-    else:
-        thread_id = uuid.uuid4().hex
-        await state.persistence.threads.create(thread_id, caller.tenant, title_of(message))
     ctx = AgentContext(
         effort=effort or "medium",  # type: ignore[arg-type]
         collections=allowed,
         tenant=caller.tenant,
     )
-    return state.runs.start(message=message, thread_id=thread_id, ctx=ctx, history=history or [])
+    return state.runs.start(
+        message=message,
+        thread_id=thread_id or uuid.uuid4().hex,
+        ctx=ctx,
+        history=history or [],
+        new_thread=thread_id is None,
+    )
 
 
 async def _allowed_collections(
@@ -489,6 +494,9 @@ def _thread_routes(app: FastAPI) -> None:
     )
     async def get_thread(thread_id: str, state: State, caller: Caller) -> schemas.ThreadHistory:
         record = await state.persistence.threads.get(thread_id, caller.tenant)
+        if record is None and state.runs.thread_starting(thread_id, caller.tenant):
+            now = time.time()
+            record = {"thread_id": thread_id, "title": "", "created_at": now, "updated_at": now}
         if record is None:
             raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")
         snapshot = await state.runs.graph.aget_state({"configurable": {"thread_id": thread_id}})

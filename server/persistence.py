@@ -205,6 +205,7 @@ async def open_persistence(settings: Settings) -> AsyncIterator[Persistence]:
         async with _postgres(settings.postgres_url) as persistence:
             yield persistence
         return
+    import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -213,9 +214,18 @@ async def open_persistence(settings: Settings) -> AsyncIterator[Persistence]:
     ) as saver:
         await saver.setup()
         await saver.conn.execute("PRAGMA journal_mode=WAL")
-        index = SqliteThreadIndex(saver.conn)
-        await index.setup()
-        yield Persistence(checkpointer=saver, threads=index, backend="sqlite")
+        # In WAL mode NORMAL never corrupts the database; a power cut may lose the last
+        # commits. FULL would fsync every checkpoint write, serialising all turns on the disk.
+        await saver.conn.execute("PRAGMA synchronous=NORMAL")
+        await saver.conn.execute("PRAGMA busy_timeout=10000")
+        # The index has its own connection (its own thread): listing or creating a thread
+        # never queues behind the checkpoint writes of running turns.
+        async with aiosqlite.connect(settings.data_dir / "threads.sqlite") as conn:
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA busy_timeout=10000")
+            index = SqliteThreadIndex(conn)
+            await index.setup()
+            yield Persistence(checkpointer=saver, threads=index, backend="sqlite")
 
 
 @asynccontextmanager

@@ -78,27 +78,44 @@ class RunManager:
         self.metrics = metrics
         self._slots = asyncio.Semaphore(max_concurrent)
         self.runs: dict[str, Run] = {}
-        self._busy_threads: set[str] = set()
+        self._busy_threads: dict[str, str] = {}
+        """Threads with a run in progress, and their tenant."""
 
     def thread_busy(self, thread_id: str) -> bool:
         return thread_id in self._busy_threads
+
+    def thread_starting(self, thread_id: str, tenant: str) -> bool:
+        """A new thread whose run may not have recorded it yet (a client may ask at once)."""
+        return self._busy_threads.get(thread_id) == tenant
 
     def get(self, run_id: str, tenant: str) -> Run | None:
         run = self.runs.get(run_id)
         return run if run is not None and run.tenant == tenant else None
 
-    def start(self, *, message: str, thread_id: str, ctx: AgentContext, history: list[Any]) -> Run:
+    def start(
+        self,
+        *,
+        message: str,
+        thread_id: str,
+        ctx: AgentContext,
+        history: list[Any],
+        new_thread: bool = False,
+    ) -> Run:
         """`history`: earlier messages sent with the request (OpenAI clients send the whole
-        conversation); the checkpointed thread's own history is added by the graph."""
+        conversation); the checkpointed thread's own history is added by the graph.
+        `new_thread`: the run records the thread after its `run` event is out, so that a burst
+        of new chats gets its first events without waiting on the database."""
         run = Run(
             run_id=uuid.uuid4().hex, thread_id=thread_id, tenant=ctx.tenant, effort=ctx.effort
         )
         self.runs[run.run_id] = run
-        self._busy_threads.add(thread_id)
-        run.task = asyncio.create_task(self._execute(run, message, ctx, history))
+        self._busy_threads[thread_id] = ctx.tenant
+        run.task = asyncio.create_task(self._execute(run, message, ctx, history, new_thread))
         return run
 
-    async def _execute(self, run: Run, message: str, ctx: AgentContext, history: list[Any]) -> None:
+    async def _execute(
+        self, run: Run, message: str, ctx: AgentContext, history: list[Any], new_thread: bool
+    ) -> None:
         run_id_var.set(run.run_id)
         thread_id_var.set(run.thread_id)
         self.metrics.runs_in_flight.inc()
@@ -106,6 +123,8 @@ class RunManager:
         try:
             run.emit({"type": "run", "run_id": run.run_id, "thread_id": run.thread_id})
             log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
+            if new_thread:
+                await self.threads.create(run.thread_id, ctx.tenant, title_of(message))
             async with self._slots:
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
@@ -134,7 +153,7 @@ class RunManager:
             self.metrics.turn_seconds.labels(effort=run.effort).observe(
                 time.perf_counter() - run.started
             )
-            self._busy_threads.discard(run.thread_id)
+            self._busy_threads.pop(run.thread_id, None)
             run.finished = True
             run.queue.put_nowait(END)
             asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
