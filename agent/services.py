@@ -85,10 +85,9 @@ class Services:
         return supports_tools(self.settings)
 
     def chat_model(self, role: str, ctx: AgentContext) -> BaseChatModel:
-        if role in self._chat_overrides:
-            return self._chat_overrides[role]
-        if "default" in self._chat_overrides:
-            return self._chat_overrides["default"]
+        made = self._made_chat_model(role, ctx)
+        if made is not None:
+            return made
         model_name: str | None = getattr(ctx, ROLE_FIELD[role])
         key = (role, model_name)
         with self._lock:
@@ -102,8 +101,19 @@ class Services:
                 )
             return self._chat_cache[key]
 
+    def _made_chat_model(self, role: str, ctx: AgentContext) -> BaseChatModel | None:
+        if role in self._chat_overrides:
+            return self._chat_overrides[role]
+        if "default" in self._chat_overrides:
+            return self._chat_overrides["default"]
+        return self._chat_cache.get((role, getattr(ctx, ROLE_FIELD[role])))
+
     async def achat_model(self, role: str, ctx: AgentContext) -> BaseChatModel:
-        """`chat_model` off the event loop: the first call may start the embedded LLM server."""
+        """`chat_model` off the event loop when it has to make one (the first call may start the
+        embedded LLM server); a model made before comes back without a thread hop."""
+        made = self._made_chat_model(role, ctx)
+        if made is not None:
+            return made
         return await asyncio.to_thread(self.chat_model, role, ctx)
 
     # -- collections ---------------------------------------------------------------------------
@@ -218,9 +228,9 @@ def usage_entry(
     (`started` to `finished`, default now, before any counting: counting is the agent's work).
     """
     model_ms = round(((finished or time.perf_counter()) - started) * 1000, 2)
-    meta = getattr(reply, "usage_metadata", None) if isinstance(reply, AIMessage) else None
-    if meta and (meta.get("input_tokens") or meta.get("output_tokens")):
-        tokens_in, tokens_out = int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0))
+    reported = _reported_usage(reply)
+    if reported is not None:
+        tokens_in, tokens_out = reported
     else:
         tokens_in = count_tokens([str(m.content) for m in messages])
         text = reply.content if isinstance(reply, BaseMessage) else str(reply or "")
@@ -235,11 +245,21 @@ def usage_entry(
     }
 
 
+def _reported_usage(reply: Any) -> tuple[int, int] | None:
+    meta = getattr(reply, "usage_metadata", None) if isinstance(reply, AIMessage) else None
+    if meta and (meta.get("input_tokens") or meta.get("output_tokens")):
+        return int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0))
+    return None
+
+
 async def ausage_entry(
     turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
 ) -> UsageEntry:
-    """`usage_entry` off the event loop: counting may load the tokenizer from disk."""
+    """`usage_entry` off the event loop when it has to count (counting may load the tokenizer
+    from disk); usage the model reported is read in place."""
     finished = time.perf_counter()
+    if _reported_usage(reply) is not None:
+        return usage_entry(turn, node, role, messages, reply, started, finished)
     return await asyncio.to_thread(
         usage_entry, turn, node, role, messages, reply, started, finished
     )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.services import cosine, cosine_matrix, usage_entry
+from agent.services import ausage_entry, cosine, cosine_matrix, usage_entry
 from retrievers.embeddings import LocalEmbeddings
 
 
@@ -57,3 +57,12 @@ def test_cosine_matrix_matches_pairwise_cosine() -> None:
             assert math.isclose(sim, cosine(row, column), abs_tol=1e-12)
     assert cosine_matrix([], columns) == []
     assert cosine_matrix(rows, []) == [[], []]
+
+
+async def test_reported_usage_is_taken_as_reported() -> None:
+    reply = AIMessage(
+        "ok", usage_metadata={"input_tokens": 1200, "output_tokens": 7, "total_tokens": 1207}
+    )
+    entry = await ausage_entry("t", "generate_answer", "generator", [], reply, time.perf_counter())
+    assert (entry["input_tokens"], entry["output_tokens"]) == (1200, 7)
+    assert entry["model_ms"] >= 0
