@@ -122,60 +122,48 @@ class CollectionSearch:
         names = sorted(priority, key=lambda n: priority[n])[:MAX_LINKED_NAMES]
         if not names or k <= 0:
             return []
-        vector = (
-            await self._embed_query(query)
-            if self._embed_query is not None
-            else await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
-        )
-        where = PayloadFilter(
-            must={"title": names}, must_not={"doc_id": list(skip_docs)} if skip_docs else {}
-        )
-        chunks = await asyncio.to_thread(
-            self.retriever.search_vectors,
-            query,
-            self.info.name,
-            dense=vector,
-            k=LINKED_CANDIDATES * k,
-            mode="dense",
-            tenant=self.tenant,
-            where=where,
-            with_dense=True,
-        )
-        # a title with a qualifier ("Pieris (plant)", "Summerlin, Nevada") matches no name
-        # exactly: look for the query's names lexically and compare the titles' base names
-        lexical = await asyncio.to_thread(
-            self.retriever.search_vectors,
-            query,
-            self.info.name,
-            dense=None,
-            k=QUALIFIED_CANDIDATES,
-            mode="sparse",
-            tenant=self.tenant,
-            where=PayloadFilter(must_not={"doc_id": list(skip_docs)}) if skip_docs else None,
-            with_dense=True,
-        )
+        vector = await self._query_vector(query)
+        skip = PayloadFilter(must_not={"doc_id": list(skip_docs)}) if skip_docs else None
         named = title_candidates(query)
-        qualified = [c for c in lexical if c.title not in named and title_base(c.title) in named]
+
+        def search() -> tuple[list[RetrievedChunk], list[RetrievedChunk]]:
+            exact = self._search(
+                query, vector, LINKED_CANDIDATES * k, PayloadFilter(must={"title": names}), skip
+            )
+            # a title with a qualifier ("Pieris (plant)", "Summerlin, Nevada") matches no name
+            # exactly: look for the query's names lexically and compare the titles' base names
+            lexical = self.retriever.search_vectors(
+                query,
+                self.info.name,
+                dense=None,
+                k=QUALIFIED_CANDIDATES,
+                mode="sparse",
+                tenant=self.tenant,
+                where=skip,
+            )
+            docs = [
+                c.doc_id for c in lexical if c.title not in named and title_base(c.title) in named
+            ]
+            if not docs:
+                return exact, []
+            return exact, self._search(
+                query, vector, len(docs), PayloadFilter(must={"doc_id": docs})
+            )
+
+        exact, qualified = await asyncio.to_thread(search)
         best: dict[str, tuple[int, float, RetrievedChunk]] = {}
-        for chunk in chunks:  # best first: the first chunk seen of a document is its best
+        for chunk in exact:  # best first: the first chunk seen of a document is its best
             source = priority.get(chunk.title, len(texts) + 1)
             best.setdefault(chunk.doc_id, (2 * source, -chunk.score, chunk))
-        by_base: dict[str, tuple[float, RetrievedChunk]] = {}
+        by_base: dict[str, RetrievedChunk] = {}
         for chunk in qualified:  # one document per ambiguous name: the closest to the query
-            if chunk.dense is not None and chunk.doc_id not in best:
-                score = _cosine(vector, chunk.dense)
-                base = title_base(chunk.title)
-                if base not in by_base or score > by_base[base][0]:
-                    by_base[base] = (score, chunk)
-        for score, chunk in by_base.values():  # after the exact names of the query
-            best[chunk.doc_id] = (1, -score, chunk)
+            by_base.setdefault(title_base(chunk.title), chunk)
+        for chunk in by_base.values():  # after the exact names of the query
+            best.setdefault(chunk.doc_id, (1, -chunk.score, chunk))
         linked = [c for *_, c in sorted(best.values(), key=lambda t: t[:2])][:k]
         if self._remember is not None:
             self._remember({c.id: c.dense for c in linked if c.dense is not None})
-        return [
-            chunk_record(c, _cosine(vector, c.dense) if c.dense else c.score, i)
-            for i, c in enumerate(linked)
-        ]
+        return [chunk_record(c, c.score, i) for i, c in enumerate(linked)]
 
     async def amentions(
         self, query: str, titles: list[str], skip_docs: Sequence[str] = ()
@@ -188,34 +176,56 @@ class CollectionSearch:
         finds it; BM25 needs no embedding, so each hop costs one sparse search."""
         if not titles:
             return []
-        vector = (
-            await self._embed_query(query)
-            if self._embed_query is not None
-            else await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
+        vector = await self._query_vector(query)
+
+        def search() -> list[tuple[RetrievedChunk, list[float]]]:
+            skip = list(skip_docs)
+            found: list[tuple[RetrievedChunk, list[float]]] = []
+            for title in titles:
+                hits = self.retriever.search_vectors(
+                    f"{query} {title}",
+                    self.info.name,
+                    dense=None,
+                    k=1,
+                    mode="sparse",
+                    tenant=self.tenant,
+                    where=PayloadFilter(must_not={"doc_id": skip}) if skip else None,
+                    with_dense=True,
+                )
+                if hits and hits[0].dense is not None:
+                    found.append((hits[0], hits[0].dense))
+                    skip.append(hits[0].doc_id)
+            return found
+
+        found = await asyncio.to_thread(search)
+        if self._remember is not None:
+            self._remember({c.id: dense for c, dense in found})
+        return [chunk_record(c, _cosine(vector, dense), i) for i, (c, dense) in enumerate(found)]
+
+    async def _query_vector(self, query: str) -> list[float]:
+        if self._embed_query is not None:
+            return await self._embed_query(query)
+        return await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
+
+    def _search(
+        self,
+        query: str,
+        vector: list[float],
+        k: int,
+        where: PayloadFilter,
+        skip: PayloadFilter | None = None,
+    ) -> list[RetrievedChunk]:
+        """Dense search within `where`: scores are cosine, the relevance grading reads."""
+        return self.retriever.search_vectors(
+            query,
+            self.info.name,
+            dense=vector,
+            k=k,
+            mode="dense",
+            tenant=self.tenant,
+            where=where.and_(skip),
+            with_dense=True,
         )
-        skip = set(skip_docs)
-        out: list[dict[str, Any]] = []
-        for title in titles:
-            chunks = await asyncio.to_thread(
-                self.retriever.search_vectors,
-                f"{query} {title}",
-                self.info.name,
-                dense=None,
-                k=MENTION_CANDIDATES,
-                mode="sparse",
-                tenant=self.tenant,
-                where=PayloadFilter(must_not={"doc_id": sorted(skip)}) if skip else None,
-                with_dense=True,
-            )
-            chunk = next((c for c in chunks if c.doc_id not in skip), None)
-            if chunk is None or chunk.dense is None:
-                continue
-            skip.add(chunk.doc_id)
-            if self._remember is not None:
-                self._remember({chunk.id: chunk.dense})
-            relevance = _cosine(vector, chunk.dense)
-            out.append(chunk_record(chunk, relevance, len(out)))
-        return out
 
     def as_tool(self) -> BaseTool:
         description = self.info.description or f"Documents in the {self.info.name} collection."
@@ -236,7 +246,6 @@ class CollectionSearch:
 
 
 MAX_LINKED_NAMES = 400
-MENTION_CANDIDATES = 4
 QUALIFIED_CANDIDATES = 30
 LINKED_CANDIDATES = 4
 """Filtered-search hits per linked document asked for, so one-chunk-per-document still fills k."""
