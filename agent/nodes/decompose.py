@@ -27,6 +27,8 @@ from agent.state import AgentState, Plan, SubQuery
 from prompts.loader import load_prompt
 
 PLACEHOLDER = "{previous}"
+MIN_SUBQUESTION_WORDS = 4
+"""Shorter parts ("Which year and which conference ...") are fragments of one question."""
 
 
 class Decomposition(BaseModel):
@@ -46,7 +48,7 @@ def heuristic_plan(question: str, max_subqueries: int) -> Plan:
         for p in re.split(r"\?\s+|\band (?=(?:what|who|when|where|why|how|which)\b)", question)
         if p.strip(" ,;")
     ]
-    if len(parts) > 1:
+    if len(parts) > 1 and min(len(p.split()) for p in parts) >= MIN_SUBQUESTION_WORDS:
         subs = [p if p.endswith("?") else p + "?" for p in parts][:max_subqueries]
         return _plan("parallel", subs, "heuristic")
     options = re.search(r"[,:]?\s*([^,?]+?)\s+or\s+([^,?]+?)\s*\??$", question)
