@@ -1,23 +1,24 @@
 """Orchestration overhead of the agent: turn time minus time inside LLM calls, per node and turn.
 
-Runs HotpotQA dev questions through the real graph (real store, real embeddings, real
-retrieval, grading and reflection) with a scripted chat model that answers at once, so nearly all
-of a turn is the agent's own work. The scripted answer quotes the first sentence of evidence [1]
-and adds a sentence naming the gold answer, cited to the block that holds it: one supported
-sentence and one that often is not, so reflection does its full work as with a real model. For
-half the questions (odd-length ones) it cites nothing, as small models often do, so citations
-are attached by similarity as well. Each
-effort gets its own services (own vector caches) over one store, so the tier measured second does
-not find the first one's query vectors cached. Models report no usage, as the
-bundled one may not, so token counting is part of the measured path too.
+Runs HotpotQA dev questions through the real graph (real store, embeddings, retrieval, grading
+and reflection) with a scripted chat model that answers at once, so nearly all of a turn is the
+agent's own work. The scripted answer quotes the first sentence of evidence [1] and adds a
+sentence naming the gold answer, cited to the block that holds it: one supported sentence and one
+that often is not, so reflection does its full work as with a real model. For half the questions
+(odd-length ones) it cites nothing, as small models often do, so citations are attached by
+similarity as well. It reports no token usage, as the bundled model does not when streaming, so
+token counting is on the measured path too. Efforts run interleaved question by question, each
+with its own services (own vector caches) over one store, so the tier measured second does not
+find the first one's query vectors cached.
 
     .venv/bin/python bench/orchestration.py --dataset ../shared/data/hotpotqa_dev500 \
-        --data-dir /tmp/hp_data --limit 40
+        --data-dir DIR --limit 40
 
-`--data-dir` must hold the corpus as collection `--collection` (default `hotpot`); when it does
-not, the dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
-`orchestration-<dataset>.json` and `.md` under `--out` (default `eval/results`). The machine's
-load average is recorded before and after: numbers taken under different load do not compare.
+`DIR` must hold the corpus as collection `--collection` (default `hotpot`); when it does not, the
+dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
+`orchestration-<dataset>[-TAG].json` and `.md` under `--out` (default `eval/results`). The
+machine's load average is recorded before and after: numbers taken under different load do not
+compare, so compare two versions by alternating runs of each.
 """
 
 from __future__ import annotations
@@ -236,6 +237,8 @@ def markdown(report: dict[str, Any], efforts: list[str]) -> str:
         )
     for e in efforts:
         lines += ["", f"## Per node, effort {e} (ms, LLM time excluded)", ""]
+        if "research_chain" in report[e]["node_overhead_ms"]:
+            lines += ["research_chain includes the retrieve and grade steps of its hops.", ""]
         lines += ["| node | p50 | p95 | mean | turns |", "|---|---|---|---|---|"]
         for node, s in report[e]["node_overhead_ms"].items():
             lines.append(f"| {node} | {s['p50']} | {s['p95']} | {s['mean']} | {s['turns']} |")
