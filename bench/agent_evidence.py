@@ -112,6 +112,10 @@ def failure_record(effort: str, question: Question, result: dict[str, Any]) -> d
         ],
         "evidence": found,
         "evidence_titles": [e["title"] for e in result["evidence"]],
+        "evidence_scores": [
+            [e["rank"], round(e["retrieval_score"], 4), round(e["relevance"], 4)]
+            for e in result["evidence"]
+        ],
     }
 
 
