@@ -253,7 +253,10 @@ _CONNECTORS = "of|the|and|de|for|in|on|at|to|a|an|with|from|van|von|la|le|du|del
 _TOKEN = r"[A-Z0-9][\w'\u2019.&/-]*[?!]?"
 _NAME = re.compile(_TOKEN + r"(?:\s+(?:(?:" + _CONNECTORS + r")\s+){0,2}" + _TOKEN + r")*")
 _QUOTED = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{2,80}?)[\"\u201d]")
-_QUALIFIER = re.compile(r",\s+([A-Z][\w'\u2019&/-]*)|\s+(\([^()]{1,30}\))")
+_PLACE_WORD = r"[A-Z][\w'\u2019&/-]*"
+_QUALIFIER = re.compile(
+    r",\s+(" + _PLACE_WORD + r"(?:\s+" + _PLACE_WORD + r"){0,2})|\s+(\([^()]{1,30}\))"
+)
 MAX_NAME_WORDS = 5
 
 
@@ -270,11 +273,15 @@ def title_candidates(text: str) -> frozenset[str]:
             _add_phrases(sentence, out)
         qualifier = _QUALIFIER.match(text, match.end())
         if qualifier is not None:
-            tail = f", {qualifier.group(1)}" if qualifier.group(1) else f" {qualifier.group(2)}"
+            if qualifier.group(1):  # "Young, New South Wales": any of the first words
+                words = qualifier.group(1).split()
+                tails = [", " + " ".join(words[:n]) for n in range(1, len(words) + 1)]
+            else:
+                tails = [f" {qualifier.group(2)}"]
             last = sentences[-1]
             for i in range(max(0, len(last) - MAX_NAME_WORDS + 1), len(last)):
                 if not last[i][0].islower():
-                    out.add(" ".join(last[i:]) + tail)
+                    out.update(" ".join(last[i:]) + tail for tail in tails)
     for match in _QUOTED.finditer(text):
         quoted = match.group(1).strip(" ,.;:!?")
         if 0 < len(quoted.split()) <= 2 * MAX_NAME_WORDS:

@@ -14,7 +14,8 @@ def test_title_candidates_are_capitalised_phrases() -> None:
 def test_title_candidates_read_titles_as_texts_write_them() -> None:
     text = (
         'Her single "Back to December" was a hit. The band Nickelback\'s album sold well. '
-        "The venue is in Bangor, Maine. The squadron joined the USS Essex (CV-9) in 1944. "
+        "The venue is in Bangor, Maine. She was born in Young, New South Wales, in 1965. "
+        "The squadron joined the USS Essex (CV-9) in 1944. "
         "Produced by Rankin/Bass Productions with Harry Connick Jr. on piano. "
         "It inspired What Are Little Girls Made Of? That rhyme is old."
     )
@@ -23,6 +24,7 @@ def test_title_candidates_read_titles_as_texts_write_them() -> None:
         "Back to December",
         "Nickelback",
         "Bangor, Maine",
+        "Young, New South Wales",
         "USS Essex (CV-9)",
         "Rankin/Bass Productions",
         "Harry Connick Jr.",
