@@ -246,7 +246,7 @@ class CollectionSearch:
 
 
 MAX_LINKED_NAMES = 400
-QUALIFIED_CANDIDATES = 30
+QUALIFIED_CANDIDATES = 15
 LINKED_CANDIDATES = 4
 """Filtered-search hits per linked document asked for, so one-chunk-per-document still fills k."""
 _CONNECTORS = "of|the|and|de|for|in|on|at|to|a|an|with|from|van|von|la|le|du|del|des"
