@@ -357,8 +357,10 @@ async def drive(
             "first_event_ms": _ms(warm.first_event_s),
             "turn_ms": _ms(warm.total_s),
         }
+        report["healthz_burst"] = await healthz_burst(base_url, args.concurrency, headers)
         report["server_before"] = server.snapshot() if server else None
         llm_before = await _llm_stats(http, llm_stats_url)
+        buckets_before = await first_event_buckets(http, base_url, headers)
         client_cpu_before = _own_cpu_s()
 
         start = asyncio.Event()
@@ -379,6 +381,14 @@ async def drive(
         report["client_cpu_s"] = round(_own_cpu_s() - client_cpu_before, 2)
         report["server_after"] = server.snapshot() if server else None
         llm_after = await _llm_stats(http, llm_stats_url)
+        buckets_after = await first_event_buckets(http, base_url, headers)
+    if buckets_before is not None and buckets_after is not None:
+        delta = {le: buckets_after[le] - buckets_before.get(le, 0) for le in buckets_after}
+        report["server_first_event"] = {
+            "p50_ms": histogram_quantile(0.5, delta),
+            "p95_ms": histogram_quantile(0.95, delta),
+            "n": int(delta.get(float("inf"), 0)),
+        }
     turns = [t for session in results for t in session]
     report["summary"] = summarize(turns, wall)
     if llm_before is not None and llm_after is not None:
@@ -399,6 +409,57 @@ async def drive(
             (after["cpu_s"] - before["cpu_s"]) * 1000 / max(len(turns), 1), 1
         )
     return report
+
+
+async def healthz_burst(base_url: str, n: int, headers: dict[str, str]) -> dict[str, Any]:
+    """The floor under "first event": `n` concurrent GET /healthz on new connections from this
+    same client (connection set-up, HTTP parsing, one tiny reply), with no agent work at all."""
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=None)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as fresh:
+
+        async def one() -> float:
+            started = time.perf_counter()
+            await fresh.get(f"{base_url}/healthz", headers=headers)
+            return time.perf_counter() - started
+
+        times = sorted(await asyncio.gather(*(one() for _ in range(n))))
+    return {
+        "p50_ms": _ms(times[len(times) // 2]),
+        "p95_ms": _ms(times[max(0, int(len(times) * 0.95) - 1)]),
+    }
+
+
+async def first_event_buckets(
+    http: httpx.AsyncClient, base_url: str, headers: dict[str, str]
+) -> dict[float, float] | None:
+    """Cumulative bucket counts of the server's own first-event histogram (request received
+    -> first SSE bytes sent), read from /metrics; None when the server has no such metric."""
+    response = await http.get(f"{base_url}/metrics", headers=headers)
+    if response.status_code != 200:
+        return None
+    buckets: dict[float, float] = {}
+    for line in response.text.splitlines():
+        if line.startswith("agentrag_first_event_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets or None
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus' estimate: linear within the bucket holding the q-th observation (ms)."""
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for le in sorted(buckets):
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return round(lower * 1000, 1)
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return round((lower + (le - lower) * share) * 1000, 1)
+        lower, below = le, count
+    return None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -445,6 +506,18 @@ def render(report: dict[str, Any]) -> str:
         row("first token", "first_token"),
         row("turn", "turn"),
         "",
+    ]
+    server_first = report.get("server_first_event")
+    if server_first:
+        lines.append(
+            f"- first event inside the server (request received -> first SSE bytes sent, from "
+            f"its /metrics histogram): p50 {server_first['p50_ms']} ms, p95 "
+            f"{server_first['p95_ms']} ms (n {server_first['n']})"
+        )
+    burst = report["healthz_burst"]
+    lines += [
+        f"- floor: {setup['concurrency']} concurrent GET /healthz on new connections from this "
+        f"client: p50 {burst['p50_ms']} ms, p95 {burst['p95_ms']} ms",
         f"- turns: {s['turns']}, ok {s['ok']}, errors {s['errors']}"
         + (f" ({s['error_kinds']})" if s["error_kinds"] else ""),
         f"- throughput: {s['turns_per_s']} turns/s over {s['wall_s']} s",

@@ -39,6 +39,12 @@ class Metrics:
         self.errors = Counter(
             "agentrag_errors_total", "Errors by code.", ["code"], registry=self.registry
         )
+        self.first_event_seconds = Histogram(
+            "agentrag_first_event_seconds",
+            "Time from a chat request reaching the server to its first SSE bytes leaving it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
         self.runs_in_flight = Gauge(
             "agentrag_runs_in_flight", "Chat turns running now.", registry=self.registry
         )

@@ -131,6 +131,7 @@ def openai_routes(app: FastAPI) -> None:
             collections=body.collections,
             effort=MODELS[body.model],
             history=history,
+            streaming=body.stream,
         )
         created = int(time.time())
         completion_id = f"chatcmpl-{run.run_id}"
@@ -200,6 +201,7 @@ async def _stream(
         )
 
     yield chunk({"role": "assistant", "content": ""})
+    run.consumer_ready.set()
     streamed = False
     try:
         async for event in run.events():

@@ -29,6 +29,8 @@ from server.persistence import ThreadIndex, title_of
 
 Event = dict[str, Any]
 END = None
+CONSUMER_WAIT_S = 2.0
+"""Longest a run waits for its stream to open before it starts anyway."""
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Run:
     task: asyncio.Task[None] | None = None
     first_token_ms: float | None = None
     tokens: int = 0
+    consumer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by a streaming consumer once the `run` event is on the wire (see `_execute`)."""
     finished: bool = False
     result: Event | None = None
 
@@ -52,11 +56,25 @@ class Run:
         self.queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[Event]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Events as they come, grouped with those already waiting: a burst of tokens goes
+        out in one write instead of one write each."""
         while True:
+            batch: list[Event] = []
             event = await self.queue.get()
+            while event is not END:
+                batch.append(event)
+                if self.queue.empty():
+                    break
+                event = self.queue.get_nowait()
+            if batch:
+                yield batch
             if event is END:
                 return
-            yield event
 
     def cancel(self) -> bool:
         if self.task is None or self.task.done():
@@ -100,6 +118,7 @@ class RunManager:
         ctx: AgentContext,
         history: list[Any],
         new_thread: bool = False,
+        streaming: bool = True,
     ) -> Run:
         """`history`: earlier messages sent with the request (OpenAI clients send the whole
         conversation); the checkpointed thread's own history is added by the graph.
@@ -108,6 +127,8 @@ class RunManager:
         run = Run(
             run_id=uuid.uuid4().hex, thread_id=thread_id, tenant=ctx.tenant, effort=ctx.effort
         )
+        if not streaming:
+            run.consumer_ready.set()
         self.runs[run.run_id] = run
         self._busy_threads[thread_id] = ctx.tenant
         run.task = asyncio.create_task(self._execute(run, message, ctx, history, new_thread))
@@ -125,6 +146,10 @@ class RunManager:
             log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
             if new_thread:
                 await self.threads.create(run.thread_id, ctx.tenant, title_of(message))
+            # The graph's first steps flood the event loop with work; a burst of new chats
+            # would wait behind it for its first bytes. Start once the stream is open.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.consumer_ready.wait(), timeout=CONSUMER_WAIT_S)
             async with self._slots:
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))

@@ -177,6 +177,7 @@ def test_metrics_count_turns_calls_and_errors(client: TestClient) -> None:
     assert "agentrag_llm_calls_total 2.0" in text
     assert 'agentrag_turn_seconds_count{effort="medium"} 2.0' in text
     assert 'agentrag_time_to_first_token_seconds_count{effort="medium"} 2.0' in text
+    assert "agentrag_first_event_seconds_count 1.0" in text  # the streamed turn only
     assert 'agentrag_llm_tokens_total{direction="output"}' in text
 
 
