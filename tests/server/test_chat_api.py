@@ -209,3 +209,24 @@ def test_low_effort_answers_too(client: TestClient, chat_model: LoopingChatModel
     assert route["collections"] == ["astronomy"]
     assert events[-1]["answer"] == ANSWER
     assert json.dumps(events[-1])
+
+
+def test_judge_output_never_reaches_the_token_stream(
+    make_services: Callable[..., Services],
+) -> None:
+    judge = looping("yes JUDGE-ONLY")
+    generator = looping(ANSWER)
+    services = make_services(
+        supports_tools=False,
+        generator=generator,
+        judge=judge,
+        planner=looping("PLANNER-ONLY what is the hottest planet"),
+    )
+    with TestClient(create_app(services.settings, services)) as client:
+        events = chat_stream(client, effort="high")
+    assert judge.calls >= 1, "the judge was not asked at effort high"
+    done = events[-1]
+    assert done["type"] == "done" and done["verdict"]["method"] == "llm"
+    tokens = "".join(e["text"] for e in events if e["type"] == "token")
+    assert tokens == done["answer"] == ANSWER
+    assert "JUDGE-ONLY" not in tokens and "PLANNER-ONLY" not in tokens
