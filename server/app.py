@@ -413,10 +413,7 @@ async def sse_events(
 
 def _chat_routes(app: FastAPI) -> None:
     stream_doc = "\n".join(
-        f"- `{m.model_fields['type'].default}`: {(m.__doc__ or '').strip().splitlines()[0]}"
-        if m.__doc__ and "BaseModel" not in (m.__doc__ or "")
-        else f"- `{m.model_fields['type'].default}`"
-        for m in schemas.STREAM_EVENTS
+        f"- `{m.model_fields['type'].default}` ({m.__name__})" for m in schemas.STREAM_EVENTS
     )
 
     @app.post(
@@ -663,25 +660,19 @@ def _ingest_uploads(
             paths.append(path)
             names[str(path.resolve())] = filename
         documents, skipped = load_paths(paths)
-        renamed = []
-        for doc in documents:
-            original = next((n for p, n in names.items() if doc.doc_id.startswith(p)), None)
-            if original is None:
-                renamed.append(doc)
-                continue
-            prefix = next(p for p, n in names.items() if n == original)
-            renamed.append(
-                replace(
-                    doc,
-                    doc_id=UPLOAD_PREFIX + original + doc.doc_id[len(prefix) :],
-                    source=UPLOAD_PREFIX + original + doc.source[len(prefix) :],
-                )
+        renamed = [
+            replace(
+                doc,
+                doc_id=_renamed(doc.doc_id, names, UPLOAD_PREFIX),
+                source=_renamed(doc.source, names, UPLOAD_PREFIX),
             )
+            for doc in documents
+        ]
         report = state.services.stack.ingestor.ingest_documents(
             renamed, collection, description=description, tenant=caller.tenant
         )
     reasons = [
-        {"file": _original(s.path, names), "reason": s.reason} for s in [*skipped, *report.skipped]
+        {"file": _renamed(s.path, names), "reason": s.reason} for s in [*skipped, *report.skipped]
     ]
     reasons += [{"file": f, "reason": "unsupported file type"} for f in unsupported]
     return schemas.UploadReport(
@@ -694,11 +685,13 @@ def _ingest_uploads(
     )
 
 
-def _original(path: str, names: dict[str, str]) -> str:
+def _renamed(value: str, names: dict[str, str], prefix: str = "") -> str:
+    """A temporary upload path (at the start of an id, source or report path) replaced by the
+    file's own name; JSONL records' ids are their own and stay."""
     for tmp_path, name in names.items():
-        if path.startswith(tmp_path):
-            return name + path[len(tmp_path) :]
-    return Path(path).name
+        if value.startswith(tmp_path):
+            return prefix + name + value[len(tmp_path) :]
+    return value
 
 
 # -- operations --------------------------------------------------------------------------------

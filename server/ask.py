@@ -9,27 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
-
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent.context import AgentContext
 from agent.services import Services
-from agent.settings import Settings
 from graphs.rag import build_graph, recursion_limit
+from server.persistence import open_persistence
 
 ANSWER_NODE = "generate_answer"
-
-
-@asynccontextmanager
-async def sqlite_checkpointer(settings: Settings) -> AsyncIterator[AsyncSqliteSaver]:
-    """Threads persist in `<data_dir>/threads.sqlite`."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(
-        str(settings.data_dir / "threads.sqlite")
-    ) as saver:
-        yield saver
 
 
 Event = dict[str, Any]
@@ -54,6 +41,30 @@ def progress_events(namespace: tuple[str, ...], update: dict[str, Any]) -> list[
     return events
 
 
+async def turn_events(
+    graph: Any, turn_input: dict[str, Any], config: Any, ctx: AgentContext
+) -> AsyncIterator[Event]:
+    """Run one turn and yield what it does as events: progress, then answer tokens (the answer
+    writer's only), in the order they happen. The CLI prints them; the chat API streams them."""
+    stream: AsyncIterator[Any] = graph.astream(
+        turn_input,
+        config,
+        context=ctx,
+        stream_mode=["updates", "messages", "custom"],
+        subgraphs=True,
+    )
+    async for namespace, mode, payload in stream:
+        if mode == "messages":
+            chunk, meta = payload
+            if meta.get("langgraph_node") == ANSWER_NODE and chunk.content:
+                yield {"type": "token", "text": chunk.content}
+        elif mode == "custom" and isinstance(payload, dict):
+            yield payload
+        elif mode == "updates":
+            for event in progress_events(namespace, payload):
+                yield event
+
+
 async def run_turn_streaming(
     services: Services,
     question: str,
@@ -64,30 +75,15 @@ async def run_turn_streaming(
 ) -> dict[str, Any]:
     """Run one turn, calling `on_event` for progress and tokens; returns the final state."""
     thread = thread_id or uuid.uuid4().hex
-    async with sqlite_checkpointer(services.settings) as saver:
-        graph = build_graph(services, checkpointer=saver)
+    async with open_persistence(services.settings) as persistence:
+        graph = build_graph(services, checkpointer=persistence.checkpointer)
         config: Any = {
             "configurable": {"thread_id": thread},
             "recursion_limit": recursion_limit(ctx),
         }
         on_event({"type": "run", "thread_id": thread})
-        stream: AsyncIterator[Any] = graph.astream(
-            {"messages": [("user", question)]},
-            config,
-            context=ctx,
-            stream_mode=["updates", "messages", "custom"],
-            subgraphs=True,
-        )
-        async for namespace, mode, payload in stream:
-            if mode == "messages":
-                chunk, meta = payload
-                if meta.get("langgraph_node") == ANSWER_NODE and chunk.content:
-                    on_event({"type": "token", "text": chunk.content})
-            elif mode == "custom" and isinstance(payload, dict):
-                on_event(payload)
-            elif mode == "updates":
-                for event in progress_events(namespace, payload):
-                    on_event(event)
+        async for event in turn_events(graph, {"messages": [("user", question)]}, config, ctx):
+            on_event(event)
         state = await graph.aget_state(config)
     values = dict(state.values)
     values["thread_id"] = thread

@@ -22,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from agent.context import AgentContext
 from agent.errors import AgentragError, CollectionNotFoundError
 from graphs.rag import recursion_limit
-from server.ask import ANSWER_NODE, final_payload, progress_events
+from server.ask import final_payload, turn_events
 from server.logs import log, run_id_var, thread_id_var
 from server.metrics import Metrics
 from server.persistence import ThreadIndex, title_of
@@ -191,29 +191,16 @@ class RunManager:
             "recursion_limit": recursion_limit(ctx),
             "metadata": {"run_id": run.run_id, "tenant": ctx.tenant},
         }
-        stream: AsyncIterator[Any] = self.graph.astream(
-            {"messages": [*history, ("user", message)]},
-            config,
-            context=ctx,
-            stream_mode=["updates", "messages", "custom"],
-            subgraphs=True,
-        )
-        async for namespace, mode, payload in stream:
-            if mode == "messages":
-                chunk, meta = payload
-                if meta.get("langgraph_node") == ANSWER_NODE and chunk.content:
-                    if run.first_token_ms is None:
-                        run.first_token_ms = (time.perf_counter() - run.started) * 1000
-                        self.metrics.first_token_seconds.labels(effort=run.effort).observe(
-                            run.first_token_ms / 1000
-                        )
-                    run.tokens += 1
-                    run.emit({"type": "token", "text": chunk.content})
-            elif mode == "custom" and isinstance(payload, dict):
-                run.emit(payload)
-            elif mode == "updates":
-                for event in progress_events(namespace, payload):
-                    run.emit(event)
+        turn_input = {"messages": [*history, ("user", message)]}
+        async for event in turn_events(self.graph, turn_input, config, ctx):
+            if event["type"] == "token":
+                if run.first_token_ms is None:
+                    run.first_token_ms = (time.perf_counter() - run.started) * 1000
+                    self.metrics.first_token_seconds.labels(effort=run.effort).observe(
+                        run.first_token_ms / 1000
+                    )
+                run.tokens += 1
+            run.emit(event)
         state = await self.graph.aget_state(config)
         return dict(state.values)
 
