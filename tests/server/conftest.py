@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from agent.services import Services
@@ -150,6 +150,3 @@ class LiveServer:
 def live(app: FastAPI) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
-
-
-__all__ = ["AIMessageChunk"]

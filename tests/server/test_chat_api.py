@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -208,7 +207,6 @@ def test_low_effort_answers_too(client: TestClient, chat_model: LoopingChatModel
     route = next(e for e in events if e["type"] == "route")
     assert route["collections"] == ["astronomy"]
     assert events[-1]["answer"] == ANSWER
-    assert json.dumps(events[-1])
 
 
 def test_judge_output_never_reaches_the_token_stream(
