@@ -3,7 +3,6 @@ embedding model, and scripted chat models (the one edge we fake: a model's exact
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from graphs.rag import build_graph, recursion_limit
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.rerank import EmbeddingReranker
 from retrievers.stack import RetrievalStack
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, copy_store
 
 
 class ScriptedChatModel(GenericFakeChatModel):
@@ -73,7 +72,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory, minilm: LocalEmbeddings
 @pytest.fixture
 def agent_settings(corpus_dir: Path, tmp_path: Path) -> Settings:
     data = tmp_path / "data"
-    shutil.copytree(corpus_dir, data)
+    copy_store(corpus_dir, data)
     return load_settings(data_dir=data, llm_base_url="http://127.0.0.1:9/v1")
 
 

@@ -14,16 +14,15 @@ from graphs.rag import build_graph, recursion_limit
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.rerank import EmbeddingReranker
 from retrievers.stack import RetrievalStack
+from tests.conftest import copy_store
 
 
 @pytest.mark.integration
 async def test_real_llm_answers_with_a_citation_to_a_retrieved_chunk(
     corpus_dir: Path, tmp_path: Path, minilm: LocalEmbeddings
 ) -> None:
-    import shutil
-
     data = tmp_path / "data"
-    shutil.copytree(corpus_dir, data)
+    copy_store(corpus_dir, data)
     settings = load_settings(data_dir=data)  # no LLM URL: agentrag serves the bundled SmolLM2
     stack = RetrievalStack(settings)
     stack.__dict__["embeddings"] = minilm
