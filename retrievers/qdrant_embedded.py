@@ -8,6 +8,7 @@ model, creation time). Nothing to start, persistent across restarts.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from retrievers.store import (
     collection_metadata,
 )
 
+logger = logging.getLogger("agentrag.store")
+
 _META_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _ID_BATCH = 1024
@@ -59,6 +62,20 @@ def _dense_of(vector: Any) -> list[float] | None:
     if isinstance(vector, dict) and DENSE in vector:
         return [float(x) for x in vector[DENSE]]
     return None
+
+
+def _add_missing_indexes(name: str, shard: qe.EdgeShard) -> None:
+    """Index the keyword fields a collection made by an earlier version lacks. Without its
+    `title` index, the title hop's filter (hundreds of candidate names) read every point's
+    payload: 18 ms per search on 5,000 points against 0.8 ms with the index."""
+    missing = [f for f in INDEXED_KEYWORD_FIELDS if f not in shard.info().payload_schema]
+    if not missing:
+        return
+    logger.info("collection %s: indexing payload fields %s (once)", name, ", ".join(missing))
+    for field_name in missing:
+        index = qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword)
+        shard.update(index)
+    shard.flush()
 
 
 class EmbeddedQdrantStore(VectorStore):
@@ -116,6 +133,7 @@ class EmbeddedQdrantStore(VectorStore):
                         else ""
                     )
                     raise StoreError(f"Cannot open collection {name!r}: {exc}.{hint}") from exc
+                _add_missing_indexes(name, shard)
                 self._shards[name] = shard
             return shard
 
