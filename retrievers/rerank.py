@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from agent.errors import AgentragError, ConfigError
 from agent.settings import Settings
 from retrievers.embeddings import EmbeddingModel, pick_device
@@ -150,7 +152,7 @@ class EmbeddingReranker:
             return []
         q = self._embeddings.embed_query(query)
         docs = self._embeddings.embed_documents(list(passages))
-        return _ordered([_cosine(q, d) for d in docs], top_n)
+        return _ordered(_cosines(q, docs), top_n)
 
     async def arerank(
         self, query: str, passages: Sequence[str], top_n: int | None = None
@@ -161,14 +163,14 @@ class EmbeddingReranker:
             return []
         q = await self._embeddings.aembed_query(query)
         docs = await self._embeddings.aembed_documents(list(passages))
-        return _ordered([_cosine(q, d) for d in docs], top_n)
+        return _ordered(_cosines(q, docs), top_n)
 
     def rerank_vectors(
         self, query_vector: Sequence[float], vectors: Sequence[Sequence[float]], top_n: int | None
     ) -> list[RerankResult]:
         """Score with vectors the store already holds: the same ranking, no model call."""
         _check_top_n(top_n)
-        return _ordered([_cosine(query_vector, v) for v in vectors], top_n)
+        return _ordered(_cosines(query_vector, vectors), top_n)
 
 
 def _cohere_base_url(base_url: str | None) -> str:
@@ -269,10 +271,17 @@ class CohereReranker:
         return self._results(response, len(passages), top_n)
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
+def _cosines(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
+    """Cosine of the query with each vector in one matrix product (a Python loop over 384
+    floats per candidate cost about 2 ms per search)."""
+    if not vectors:
+        return []
+    q = np.asarray(query, dtype=np.float64)
+    m = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
+    sims = np.divide(m @ q, norms, out=np.zeros(len(m)), where=norms > 0)
+    out: list[float] = sims.tolist()
+    return out
 
 
 def make_reranker(settings: Settings, embeddings: EmbeddingModel) -> Reranker:

@@ -80,12 +80,15 @@ class CollectionSearch:
             vector = await self._embed_query(query)
         else:
             vector = await asyncio.to_thread(self.retriever.embeddings.embed_query, query)
+        # a cross-encoder reorders `candidates` chunks; without one the fused order stands, and
+        # the first k of k are the first k of more (the fused lists are `prefetch_limit` long)
+        by_vectors = self.reranker if isinstance(self.reranker, EmbeddingReranker) else None
         chunks = await asyncio.to_thread(
             self.retriever.search_vectors,
             query,
             self.info.name,
             dense=vector,
-            k=max(k, self.candidates),
+            k=k if by_vectors is not None else max(k, self.candidates),
             mode="hybrid",
             tenant=self.tenant,
             with_dense=True,
@@ -95,10 +98,10 @@ class CollectionSearch:
         vectors = {c.id: c.dense for c in chunks if c.dense is not None}
         if self._remember is not None:
             self._remember(vectors)
-        if isinstance(self.reranker, EmbeddingReranker) and len(vectors) == len(chunks):
+        if by_vectors is not None and len(vectors) == len(chunks):
             # no cross-encoder: keep the fused hybrid order (it ranks better than cosine alone,
             # measured on HotpotQA dev) and attach cosine as the relevance that grading reads
-            scores = self.reranker.rerank_vectors(vector, [vectors[c.id] for c in chunks], None)
+            scores = by_vectors.rerank_vectors(vector, [vectors[c.id] for c in chunks], None)
             by_index = {r.index: r.score for r in scores}
             return [chunk_record(c, by_index[i], i) for i, c in enumerate(chunks[:k])]
         ranked = await self.reranker.arerank(query, [_passage(c) for c in chunks], top_n=k)
