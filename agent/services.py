@@ -37,6 +37,10 @@ TEXT_CACHE_SIZE = 5_000
 """Vectors of other embedded texts (answer sentences, sentences of cited chunks) kept per
 process: a regenerated answer is checked against the same chunk sentences again."""
 
+COLLECTIONS_TTL_S = 2.0
+"""How long a turn reuses the collection list read by an earlier one: a collection created or
+described by another process is seen at most this late."""
+
 ROLE_FIELD = {"generator": "generator_model", "planner": "planner_model", "judge": "judge_model"}
 
 
@@ -61,6 +65,7 @@ class Services:
         self._query_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._chunk_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._text_vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._collections: tuple[float, list[CollectionInfo]] | None = None
 
     # -- models --------------------------------------------------------------------------------
     @cached_property
@@ -118,10 +123,24 @@ class Services:
 
     # -- collections ---------------------------------------------------------------------------
     def collections(self, allowed: Sequence[str] | None) -> list[CollectionInfo]:
-        infos = self.stack.store.list_collections()
+        """The collections a turn may use. Listing them counts every collection's points (a
+        round trip per collection on a Qdrant server), so the list is reused for
+        `COLLECTIONS_TTL_S`; this process's own changes call `forget_collections`."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._collections
+        if cached is None or now - cached[0] > COLLECTIONS_TTL_S:
+            cached = (now, self.stack.store.list_collections())
+            with self._lock:
+                self._collections = cached
+        infos = cached[1]
         if allowed is not None:
             infos = [i for i in infos if i.name in set(allowed)]
         return infos
+
+    def forget_collections(self) -> None:
+        with self._lock:
+            self._collections = None
 
     async def asearches(
         self, ctx: AgentContext, names: Sequence[str] | None
@@ -154,14 +173,15 @@ class Services:
         return self._description_vectors[key]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors of texts in one encode call; texts embedded before come from a cache."""
+        """Vectors of texts that are compared and never stored (answer sentences, sentences of
+        chunks), in one encode call; texts embedded before come from a cache."""
         if not texts:
             return []
         with self._lock:
             known = {t: self._text_vectors[t] for t in texts if t in self._text_vectors}
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
-            fresh = await asyncio.to_thread(self.stack.embeddings.embed_documents, missing)
+            fresh = await asyncio.to_thread(self.stack.embeddings.embed_for_comparison, missing)
             computed = dict(zip(missing, fresh, strict=True))
             self._remember(self._text_vectors, computed, TEXT_CACHE_SIZE)
             known.update(computed)
@@ -210,9 +230,35 @@ class Services:
         self.stack.close()
 
 
+TOKEN_CACHE_SIZE = 20_000
+"""Token counts of paragraphs kept per process (evidence blocks recur when an answer is
+regenerated and when a follow-up retrieves the same chunks)."""
+
+_token_counts: OrderedDict[str, int] = OrderedDict()
+_token_lock = threading.Lock()
+
+
 def count_tokens(texts: Sequence[str]) -> int:
-    """Token count with the bundled tokenizer, for models that report no usage."""
-    return sum(bundled_token_counter().count(list(texts))) if texts else 0
+    """Token count with the bundled tokenizer, for models that report no usage.
+
+    Counted paragraph by paragraph (split at blank lines), each paragraph once per process: the
+    tokenizer splits at whitespace anyway, so the sum is the count of the whole text."""
+    pieces = [p for text in texts for p in text.split("\n\n") if p]
+    if not pieces:
+        return 0
+    with _token_lock:
+        known = {p: _token_counts[p] for p in pieces if p in _token_counts}
+    missing = list(dict.fromkeys(p for p in pieces if p not in known))
+    if missing:
+        fresh = dict(zip(missing, bundled_token_counter().count(missing), strict=True))
+        with _token_lock:
+            for piece, tokens in fresh.items():
+                _token_counts[piece] = tokens
+                _token_counts.move_to_end(piece)
+            while len(_token_counts) > TOKEN_CACHE_SIZE:
+                _token_counts.popitem(last=False)
+        known.update(fresh)
+    return sum(known[p] for p in pieces)
 
 
 def usage_entry(
@@ -277,6 +323,15 @@ def cosine_matrix(
     norms = np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
     sims = np.divide(a @ b.T, norms, out=np.zeros_like(norms), where=norms > 0)
     out: list[list[float]] = sims.tolist()
+    return out
+
+
+def mean_vector(vectors: Sequence[Sequence[float]]) -> list[float]:
+    """The direction of several unit vectors together: an answer's from its sentences', which
+    are embedded anyway, instead of encoding the whole answer once more."""
+    total = np.asarray(vectors, dtype=np.float64).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    out: list[float] = (total / norm if norm > 0 else total).tolist()
     return out
 
 

@@ -39,6 +39,11 @@ def _default_data_dir() -> Path:
     return Path(base) / "agentrag"
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agentrag"
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("AGENTRAG_CONFIG", "agentrag.toml"))
 
@@ -136,6 +141,23 @@ class Settings(BaseSettings):
         default="auto", description="`auto` uses CUDA (fp16) when present, else CPU."
     )
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_onnx: bool = Field(
+        default=True,
+        description="Run short CPU encodes (queries, answer sentences) of a local model through "
+        "ONNX Runtime: the same vectors, 2-3 times faster. The model is exported once into "
+        "cache_dir. Off, or when the export fails, torch runs them.",
+    )
+    embedding_compare_int8: bool = Field(
+        default=True,
+        description="With embedding_onnx: texts that are only compared at request time and never "
+        "stored (answer sentences, sentences of cited chunks) are embedded by an int8 copy of "
+        "the model, about twice as fast (cosine to the exact vectors 0.99). Queries and stored "
+        "vectors are always exact.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Derived files that can be rebuilt, such as exported ONNX models.",
+    )
 
     # -- reranking ----------------------------------------------------------------------------
     reranker_backend: Literal["none", "cross-encoder", "cohere"] = Field(

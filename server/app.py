@@ -267,6 +267,7 @@ async def _warm_up(services: Services, status: dict[str, str]) -> None:
     result: dict[str, str] = {}
     try:
         await services.embed_query("warm up")
+        await services.embed(["warm up"])  # the copy that answer sentences use, when separate
         result["embeddings"] = "ok"
     except Exception as exc:
         result["embeddings"] = f"error: {exc}"
@@ -671,6 +672,7 @@ def _ingest_uploads(
         report = state.services.stack.ingestor.ingest_documents(
             renamed, collection, description=description, tenant=caller.tenant
         )
+        state.services.forget_collections()
     reasons = [
         {"file": _renamed(s.path, names), "reason": s.reason} for s in [*skipped, *report.skipped]
     ]

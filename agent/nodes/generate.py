@@ -76,14 +76,12 @@ def extractive_answer(evidence: list[Evidence], question: str) -> str:
 async def attach_citations(answer: str, evidence: list[Evidence], services: Services) -> str:
     """Cite each sentence with its most similar chunk, when similar enough.
 
-    The same encode call also embeds the answer as a whole, as reflection will read it once the
-    citations are stripped again (the sentences joined by a space): reflection then finds every
-    vector it needs cached and runs no model of its own."""
+    Reflection embeds the same sentences once the citations are stripped again, so it finds
+    their vectors cached and runs no model of its own."""
     sentences = split_sentences(answer)
     if not sentences or not evidence:
         return answer
-    texts = sentences if len(sentences) == 1 else [*sentences, " ".join(sentences)]
-    sent_vecs = (await services.embed(texts))[: len(sentences)]
+    sent_vecs = await services.embed(sentences)
     ev_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     out = []
     for sentence, scores in zip(sentences, cosine_matrix(sent_vecs, ev_vecs), strict=True):

@@ -21,7 +21,7 @@ from agent.context import AgentContext
 from agent.nodes.common import message_text, step
 from agent.nodes.generate import _CITE, NO_EVIDENCE, cited_numbers, split_sentences
 from agent.nodes.rewrite import keywords
-from agent.services import Services, ausage_entry, cosine, cosine_matrix
+from agent.services import Services, ausage_entry, cosine, cosine_matrix, mean_vector
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 
 _CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
@@ -47,7 +47,8 @@ def lexical_support(sentence: str, texts: list[str]) -> float:
 async def judge_sentences(
     answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
 ) -> tuple[list[SentenceVerdict], list[float]]:
-    """Chunk-level similarity and word overlap first (stored vectors: cheap); only sentences
+    """Chunk-level similarity and word overlap first (stored vectors: cheap); the answer's
+    direction, for `answers_question`, is the mean of its sentences'. Only sentences
     still unsupported, and whose verdict a closer look can still change (cited, not short), are
     compared with the individual sentences of the chunks they cite."""
     sentences = split_sentences(answer) or [answer]
@@ -55,9 +56,8 @@ async def judge_sentences(
     # what is embedded drops a citation with the space before it: the same tokens as `texts`,
     # and the very strings `attach_citations` embedded before it added the citations (cached)
     plain = [_CITED.sub("", s).strip() for s in sentences]
-    whole = _CITED.sub("", answer).strip()
-    vectors = await services.embed(plain if len(plain) == 1 else [*plain, whole])
-    sent_vecs, answer_vec = vectors[: len(texts)], vectors[-1]
+    sent_vecs = await services.embed(plain)
+    answer_vec = mean_vector(sent_vecs)
     chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     scopes: list[set[int]] = []
     semantic: list[float] = []

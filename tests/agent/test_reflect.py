@@ -7,6 +7,7 @@ from typing import Any
 from agent.context import AgentContext
 from agent.nodes.generate import attach_citations
 from agent.nodes.reflect import judge_sentences
+from agent.services import cosine
 from agent.state import Evidence
 from retrievers.embeddings import LocalEmbeddings
 from tests.agent.test_services import CountingEmbeddings
@@ -74,12 +75,14 @@ async def test_reflection_reuses_the_vectors_citations_were_attached_with(
     seen = len(counting.encoded)
     cited = await attach_citations(answer, chunks, services)
     assert cited == "Mercury has no moons [1]. Olympus Mons on Mars is the tallest volcano [2]."
+    # the sentences only: the answer's direction is their mean, not one more encode
     assert counting.encoded[seen:] == [
         "Mercury has no moons.",
         "Olympus Mons on Mars is the tallest volcano.",
-        answer,
     ]
     seen = len(counting.encoded)
-    verdicts, _ = await judge_sentences(cited, chunks, AgentContext(), services)
+    verdicts, answer_vector = await judge_sentences(cited, chunks, AgentContext(), services)
     assert all(v["supported"] for v in verdicts)
-    assert counting.encoded[seen:] == []  # sentences and whole answer came with the citations
+    assert counting.encoded[seen:] == []  # the sentences' vectors came with the citations
+    whole = (await services.embed([answer]))[0]
+    assert cosine(answer_vector, whole) > 0.8

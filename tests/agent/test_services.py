@@ -24,6 +24,10 @@ class CountingEmbeddings(LocalEmbeddings):
         self.encoded.extend(texts)
         return super().embed_documents(texts)
 
+    def embed_for_comparison(self, texts: list[str]) -> list[list[float]]:
+        self.encoded.extend(texts)
+        return super().embed_for_comparison(texts)
+
 
 async def test_texts_are_embedded_once(make_services: Any, minilm: LocalEmbeddings) -> None:
     services = make_services()
