@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.services import ausage_entry, cosine, cosine_matrix, usage_entry
+from agent.services import ausage_entry, cosine, cosine_matrix, count_tokens, usage_entry
 from retrievers.embeddings import LocalEmbeddings
 
 
@@ -70,3 +70,28 @@ async def test_reported_usage_is_taken_as_reported() -> None:
     entry = await ausage_entry("t", "generate_answer", "generator", [], reply, time.perf_counter())
     assert (entry["input_tokens"], entry["output_tokens"]) == (1200, 7)
     assert entry["model_ms"] >= 0
+
+
+def test_tokens_are_counted_per_paragraph_and_each_paragraph_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A regenerated answer's prompt repeats the evidence: only its new paragraphs are
+    tokenized, and the sum equals the count of the whole text."""
+    from retrievers.chunking import bundled_token_counter
+
+    counter = bundled_token_counter()
+    evidence = "[1] Mercury\nMercury has no moons.\n\n[2] Mars\nOlympus Mons, on Mars, is tall."
+    first = f"Answer from the evidence.\n\n{evidence}"
+    second = f"Answer strictly from the evidence, citing each sentence.\n\n{evidence}"
+    assert count_tokens([first]) == counter.count([first])[0]
+    expected = sum(counter.count([second, "Question?"]))
+    seen: list[str] = []
+    count = counter.count
+
+    def spy(texts: list[str]) -> list[int]:
+        seen.extend(texts)
+        return count(texts)
+
+    monkeypatch.setattr(counter, "count", spy)
+    assert count_tokens([second, "Question?"]) == expected
+    assert seen == ["Answer strictly from the evidence, citing each sentence.", "Question?"]
