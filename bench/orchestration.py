@@ -14,6 +14,10 @@ find the first one's query vectors cached.
     .venv/bin/python bench/orchestration.py --dataset ../shared/data/hotpotqa_dev500 \
         --data-dir DIR --limit 40
 
+`--token-ms 20` makes the scripted model stream a token every 20 ms, as a hosted model writing 50
+tokens a second does; the agent then embeds the answer's sentences while it writes, and the
+overhead shows what is left after the stream.
+
 `DIR` must hold the corpus as collection `--collection` (default `hotpot`); when it does not, the
 dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
 `orchestration-<dataset>[-TAG].json` and `.md` under `--out` (default `eval/results`). The
@@ -58,6 +62,9 @@ class ScriptedAnswerModel(BaseChatModel):
     answer for the question (looked up by the question text), cited or not."""
 
     answers: dict[str, str]
+    token_ms: float = 0.0
+    """Pause before each streamed token: 0 answers at once (the agent's work is all there is);
+    20 is a hosted model writing 50 tokens a second, which the agent may work alongside."""
 
     @property
     def _llm_type(self) -> str:
@@ -106,6 +113,8 @@ class ScriptedAnswerModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._stream(messages, stop, **kwargs):
+            if self.token_ms:
+                await asyncio.sleep(self.token_ms / 1000)
             yield chunk
 
 
@@ -167,7 +176,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     questions: list[Question] = dataset.questions[args.skip : args.skip + args.limit]
     warmup = dataset.questions[: args.warmup] if args.skip >= args.warmup else []
     answers = {q.question: q.answer or "" for q in [*questions, *warmup]}
-    model = ScriptedAnswerModel(answers=answers)
+    model = ScriptedAnswerModel(answers=answers, token_ms=args.token_ms)
     settings = load_settings(data_dir=args.data_dir)
     stack = RetrievalStack(settings)
     names = {c.name for c in stack.store.list_collections()}
@@ -184,6 +193,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": dataset.name,
         "questions": len(questions),
         "collection": args.collection,
+        "token_ms": args.token_ms,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
@@ -221,7 +231,12 @@ def markdown(report: dict[str, Any], efforts: list[str]) -> str:
     lines = [
         f"# Orchestration overhead: {report['dataset']}, {report['questions']} questions",
         "",
-        "Turn time minus time inside LLM calls (scripted model that answers at once).",
+        "Turn time minus time inside LLM calls (scripted model that "
+        + (
+            f"streams a token every {report['token_ms']:g} ms)."
+            if report.get("token_ms")
+            else "answers at once)."
+        ),
         f"Load average (1, 5, 15 min) before {report['load_before']}, "
         f"after {report['load_after']}; {report['machine']}.",
         "",
@@ -258,6 +273,12 @@ def main() -> None:
     parser.add_argument("--effort", action="append", choices=["low", "medium", "high"])
     parser.add_argument("--out", type=Path, default=Path("eval/results"))
     parser.add_argument("--tag", default="", help="Suffix of the report's file name.")
+    parser.add_argument(
+        "--token-ms",
+        type=float,
+        default=0.0,
+        help="Pause of the scripted model before each token it streams (default: none).",
+    )
     args = parser.parse_args()
     args.effort = args.effort or ["low", "medium"]
     report = asyncio.run(measure(args))

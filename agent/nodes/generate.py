@@ -8,6 +8,7 @@ cites nothing gets citations attached by similarity, and reflection checks them 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from prompts.loader import load_prompt
 
 NO_EVIDENCE = "I could not find anything about this in the documents I can search."
 _CITE = re.compile(r"\[(\d{1,3})\]")
+_CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 POST_HOC_MIN_SIMILARITY = 0.35
 
@@ -42,6 +44,41 @@ def split_sentences(text: str) -> list[str]:
 
 def cited_numbers(text: str, limit: int) -> list[int]:
     return [n for n in dict.fromkeys(int(m) for m in _CITE.findall(text)) if 1 <= n <= limit]
+
+
+def checked_text(sentence: str) -> str:
+    """What reflection embeds of an answer sentence: the sentence without its citations (and
+    the space before each), so the vectors of its words are looked up, not of `[n]`."""
+    return _CITED.sub("", sentence).strip()
+
+
+class SentencePrefetch:
+    """Embeds each sentence of the answer as soon as the next one begins, while the model is
+    still writing: citation attachment and reflection then find its vector cached, and only
+    the last sentence is encoded after the stream. With a model that writes slower than the
+    encoder reads (any real one), that hides most of the answer's encoding behind model time.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._text = ""
+        self._started = 0
+        self._tasks: list[asyncio.Task[list[list[float]]]] = []
+
+    def feed(self, delta: str) -> None:
+        self._text += delta
+        complete = split_sentences(self._text)[:-1]
+        for sentence in complete[self._started :]:
+            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
+        self._started = max(self._started, len(complete))
+
+    async def settle(self) -> None:
+        """Wait for the encodes under way; a failed one is encoded again where it is needed."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
 
 def citations_for(answer: str, evidence: list[Evidence]) -> list[Citation]:
@@ -134,11 +171,20 @@ async def generate_answer(
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
     model = (await services.achat_model("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
+    prefetch = SentencePrefetch(services) if route["kind"] != "direct" else None
     call_started = time.perf_counter()
     try:
         async for chunk in model.astream(messages, config={"tags": ["answer"]}):
             full = chunk if full is None else full + chunk  # type: ignore[assignment]
+            if prefetch is not None:
+                prefetch.feed(message_text(chunk))
+    except asyncio.CancelledError:
+        if prefetch is not None:
+            prefetch.cancel()
+        raise
     except Exception as exc:
+        if prefetch is not None:
+            prefetch.cancel()
         from agent.llm import llm_endpoint_error
 
         error = llm_endpoint_error(exc)
@@ -155,6 +201,8 @@ async def generate_answer(
     update["usage"] = [
         await ausage_entry(turn, "generate_answer", "generator", messages, full, call_started)
     ]
+    if prefetch is not None:
+        await prefetch.settle()
     if route["kind"] != "direct" and evidence:
         if not answer:
             answer = extractive_answer(evidence, state["question"])

@@ -19,12 +19,17 @@ from langgraph.types import Command
 from agent.budget import exhausted, flag
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.nodes.generate import _CITE, NO_EVIDENCE, cited_numbers, split_sentences
+from agent.nodes.generate import (
+    _CITE,
+    NO_EVIDENCE,
+    checked_text,
+    cited_numbers,
+    split_sentences,
+)
 from agent.nodes.rewrite import keywords
 from agent.services import Services, ausage_entry, cosine, cosine_matrix, mean_vector
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 
-_CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
 LEXICAL_SUPPORT = 0.7
 MIN_WORDS = 4
 ANSWERS_SIMILARITY = 0.2
@@ -53,9 +58,9 @@ async def judge_sentences(
     compared with the individual sentences of the chunks they cite."""
     sentences = split_sentences(answer) or [answer]
     texts = [_CITE.sub("", s).strip() for s in sentences]
-    # what is embedded drops a citation with the space before it: the same tokens as `texts`,
-    # and the very strings `attach_citations` embedded before it added the citations (cached)
-    plain = [_CITED.sub("", s).strip() for s in sentences]
+    # the very strings `attach_citations` embedded before it added the citations, and those
+    # `SentencePrefetch` embedded while the answer streamed: found cached
+    plain = [checked_text(s) for s in sentences]
     sent_vecs = await services.embed(plain)
     answer_vec = mean_vector(sent_vecs)
     chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])

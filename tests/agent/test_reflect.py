@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGenerationChunk
+
 from agent.context import AgentContext
-from agent.nodes.generate import attach_citations
+from agent.nodes.generate import attach_citations, checked_text, split_sentences
 from agent.nodes.reflect import judge_sentences
 from agent.services import cosine
 from agent.state import Evidence
 from retrievers.embeddings import LocalEmbeddings
+from tests.agent.conftest import ScriptedChatModel, run_turn
 from tests.agent.test_services import CountingEmbeddings
 
 ORBITS = (
@@ -86,3 +93,48 @@ async def test_reflection_reuses_the_vectors_citations_were_attached_with(
     assert counting.encoded[seen:] == []  # the sentences' vectors came with the citations
     whole = (await services.embed([answer]))[0]
     assert cosine(answer_vector, whole) > 0.8
+
+
+class PacedModel(ScriptedChatModel):
+    """Streams its reply a word at a time with a pause, as a hosted model does."""
+
+    token_times: list[float] = []  # noqa: RUF012 - a pydantic field, copied per instance
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._stream(*args, **kwargs):
+            await asyncio.sleep(0.02)
+            self.token_times.append(time.monotonic())
+            yield chunk
+
+
+async def test_answer_sentences_are_embedded_while_the_model_still_writes(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    answer = (
+        "Venus has the hottest surface of any planet, about 465 degrees Celsius [1]. "
+        "Its thick carbon dioxide atmosphere traps heat [1]."
+    )
+    model = PacedModel(messages=iter([AIMessage(answer)]), seen=[], token_times=[])
+    services = make_services(default=model)
+    counting = TimedEmbeddings(minilm)
+    services.stack.__dict__["embeddings"] = counting
+    result = await run_turn(services, "Which planet has the hottest surface?")
+    assert result["answer"] == answer, result.get("error")
+    assert result["verdict"]["action"] == "accept"
+    first, second = (checked_text(s) for s in split_sentences(answer))
+    encoded = dict(counting.times)
+    assert encoded[first] < model.token_times[-1], "the first sentence waited for the stream"
+    assert encoded[second] > model.token_times[-1]  # the last one is known only at the end
+    texts = [text for text, _ in counting.times]
+    assert texts.count(first) == 1 and texts.count(second) == 1  # reflection found both cached
+
+
+class TimedEmbeddings(CountingEmbeddings):
+    def __init__(self, model: LocalEmbeddings) -> None:
+        super().__init__(model)
+        self.times: list[tuple[str, float]] = []
+
+    def embed_for_comparison(self, texts: list[str]) -> list[list[float]]:
+        vectors = super().embed_for_comparison(texts)
+        self.times.extend((text, time.monotonic()) for text in texts)
+        return vectors
