@@ -88,6 +88,9 @@ def test_upload_then_ask_then_delete(
         "It takes 385 days to go around its star.\n"
     )
     files = {"files": ("kepler.md", note.encode(), "text/markdown")}
+    # a turn before the upload: the collection list it read must not hide the new collection
+    hello = keyed_client.post("/v1/chat", json={"message": "hello", "stream": False}, headers=alpha)
+    assert hello.status_code == 200
     first = keyed_client.post(
         "/v1/collections/exoplanets/documents",
         files=files,
