@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
-.PHONY: setup demo test lint bench bench-agent bench-latency bench-load clean
+.PHONY: setup demo test lint bench bench-agent bench-overhead bench-latency bench-load clean
 
 setup: $(VENV)/.setup-done
 
@@ -59,6 +59,11 @@ bench-agent: setup
 	$(PY) bench/agent_evidence.py --dataset $(HOTPOT) --data-dir .agentrag/bench --effort low \
 		--effort medium
 	$(VENV)/bin/agentrag eval agent --dataset $(HOTPOT) --limit 50 --out eval/results
+
+# Orchestration overhead: the agent's own time per turn (a scripted model answers at once).
+bench-overhead: setup
+	$(PY) bench/orchestration.py --dataset $(HOTPOT) --data-dir .agentrag/bench \
+		--collection eval-hotpotqa-dev500 --limit 100
 
 bench-latency: setup
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300
