@@ -8,6 +8,8 @@ URLs select qdrant-client's local mode, which speaks the same API and needs no s
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +58,9 @@ def _dense_of(vector: Any) -> list[float] | None:
     return None
 
 
+logger = logging.getLogger("agentrag.store")
+
+
 class QdrantServerStore(VectorStore):
     def __init__(
         self,
@@ -69,6 +74,8 @@ class QdrantServerStore(VectorStore):
         self.shards = shards
         self.replication_factor = replication_factor
         self.is_local = is_local
+        self._indexed: set[str] = set()
+        self._index_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QdrantServerStore:
@@ -133,6 +140,27 @@ class QdrantServerStore(VectorStore):
         )
         for field_name in INDEXED_KEYWORD_FIELDS:
             self.client.create_payload_index(name, field_name, models.PayloadSchemaType.KEYWORD)
+
+    def _ensure_indexes(self, name: str) -> None:
+        """Once per collection and process: index the keyword fields a collection made by an
+        earlier version lacks (without `title`, the title hop's filter reads every payload).
+        Local mode keeps no indexes, so it is left alone."""
+        if self.is_local or name in self._indexed:
+            return
+        with self._index_lock:
+            if name in self._indexed:
+                return
+            try:
+                schema = self.client.get_collection(name).payload_schema or {}
+            except (UnexpectedResponse, ResponseHandlingException, ValueError):
+                return  # a missing collection is reported by the query itself
+            for field_name in INDEXED_KEYWORD_FIELDS:
+                if field_name not in schema:
+                    logger.info("collection %s: indexing payload field %s", name, field_name)
+                    self.client.create_payload_index(
+                        name, field_name, models.PayloadSchemaType.KEYWORD
+                    )
+            self._indexed.add(name)
 
     def _info(self, name: str) -> models.CollectionInfo:
         if not self.has_collection(name):
@@ -215,6 +243,7 @@ class QdrantServerStore(VectorStore):
         options: QueryOptions | None = None,
         with_dense: bool = False,
     ) -> list[SearchHit]:
+        self._ensure_indexes(name)
         opts = options or QueryOptions()
         qfilter = to_qdrant_filter(where)
         queries: list[tuple[Any, str]] = []

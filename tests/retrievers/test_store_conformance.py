@@ -240,6 +240,36 @@ def test_embedded_collection_of_an_earlier_version_gets_its_missing_indexes(
     reopened.close()
 
 
+def test_server_collection_of_an_earlier_version_gets_its_missing_indexes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a Qdrant server, the first query of a collection indexes what it lacks, once. Local
+    mode keeps no indexes, so the server's answer (doc_id and source indexed, title not) is
+    given here; the store's calls are the real ones."""
+    from qdrant_client import models
+
+    client = QdrantClient(location=":memory:")
+    store = QdrantServerStore(client, is_local=False)
+    store.create_collection("docs", SPEC)
+    store.upsert("docs", POINTS)
+    real = client.get_collection
+    keyword = models.PayloadIndexInfo(data_type=models.PayloadSchemaType.KEYWORD, points=4)
+
+    def before_title_was_indexed(name: str) -> models.CollectionInfo:
+        schema = {"doc_id": keyword, "source": keyword, "tenant": keyword}
+        return real(name).model_copy(update={"payload_schema": schema})
+
+    created: list[tuple[str, str]] = []
+    monkeypatch.setattr(client, "get_collection", before_title_was_indexed)
+    monkeypatch.setattr(
+        client, "create_payload_index", lambda name, field, schema: created.append((name, field))
+    )
+    assert ids(store.query("docs", dense=[1, 0, 0, 0], limit=1)) == ["zero"]
+    store.query("docs", dense=[0, 1, 0, 0], limit=1)
+    assert created == [("docs", "title")]
+    store.close()
+
+
 def test_invalid_collection_name_is_refused(store: VectorStore) -> None:
     from agent.errors import ConfigError
 
