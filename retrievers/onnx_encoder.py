@@ -107,6 +107,7 @@ def _written_atomically(target: Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache others may read is not
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
