@@ -7,7 +7,6 @@ collections, and the agent's own retrieve node calls the very same tool.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
@@ -18,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from retrievers.rerank import EmbeddingReranker, Reranker
 from retrievers.search import HybridRetriever, RetrievedChunk
+from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
 
 
@@ -203,7 +203,7 @@ class CollectionSearch:
         found = await asyncio.to_thread(search)
         if self._remember is not None:
             self._remember({c.id: dense for c, dense in found})
-        return [chunk_record(c, _cosine(vector, dense), i) for i, (c, dense) in enumerate(found)]
+        return [chunk_record(c, cosine(vector, dense), i) for i, (c, dense) in enumerate(found)]
 
     async def _query_vector(self, query: str) -> list[float]:
         if self._embed_query is not None:
@@ -334,12 +334,6 @@ _QUALIFIER_SUFFIX = re.compile(r"\s*\([^()]*\)$|,\s[^,]+$")
 def title_base(title: str) -> str:
     """A title without its qualifier: "Pieris (plant)" -> "Pieris", "Bangor, Maine" -> "Bangor"."""
     return _QUALIFIER_SUFFIX.sub("", title.replace("&amp;", "&")).strip()
-
-
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 def _passage(chunk: RetrievedChunk) -> str:

@@ -19,9 +19,10 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag, incomplete
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, ausage_entry, cosine_matrix
+from agent.services import Services, ausage_entry
 from agent.state import AgentState, Citation, Evidence
 from prompts.loader import load_prompt
+from retrievers.similarity import cosine_matrix
 
 NO_EVIDENCE = "I could not find anything about this in the documents I can search."
 _CITE = re.compile(r"\[(\d{1,3})\]")

@@ -20,8 +20,9 @@ from agent.budget import flag, over_budget
 from agent.context import AgentContext
 from agent.errors import AgentragError
 from agent.nodes.common import message_text, step
-from agent.services import Services, ausage_entry, cosine
+from agent.services import Services, ausage_entry
 from agent.state import Evidence, Grade, ResearchState
+from retrievers.similarity import cosine
 
 MIN_EVIDENCE = 2
 """Fewer kept chunks than this counts as thin evidence and is worth a retry."""

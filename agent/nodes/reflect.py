@@ -27,8 +27,9 @@ from agent.nodes.generate import (
     split_sentences,
 )
 from agent.nodes.rewrite import keywords
-from agent.services import Services, ausage_entry, cosine, cosine_matrix, mean_vector
+from agent.services import Services, ausage_entry
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
+from retrievers.similarity import cosine, cosine_matrix, mean_vector
 
 LEXICAL_SUPPORT = 0.7
 MIN_WORDS = 4

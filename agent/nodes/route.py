@@ -20,8 +20,9 @@ from langgraph.types import Command, Send
 from agent.budget import exhausted, flag, llm_calls_used
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry, cosine
+from agent.services import Services, ausage_entry
 from agent.state import AgentState, Route, RouteKind
+from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
 from tools.collection_search import tool_name
 

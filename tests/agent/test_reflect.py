@@ -13,9 +13,9 @@ from langchain_core.outputs import ChatGenerationChunk
 from agent.context import AgentContext
 from agent.nodes.generate import attach_citations, checked_text, split_sentences
 from agent.nodes.reflect import judge_sentences
-from agent.services import cosine
 from agent.state import Evidence
 from retrievers.embeddings import LocalEmbeddings
+from retrievers.similarity import cosine
 from tests.agent.conftest import ScriptedChatModel, run_turn
 from tests.agent.test_services import CountingEmbeddings
 

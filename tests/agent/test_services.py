@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.services import ausage_entry, cosine, cosine_matrix, count_tokens, usage_entry
+from agent.services import ausage_entry, count_tokens, usage_entry
 from retrievers.embeddings import LocalEmbeddings
+from retrievers.similarity import cosine, cosine_matrix
 
 
 class CountingEmbeddings(LocalEmbeddings):
