@@ -62,16 +62,20 @@ class SentencePrefetch:
 
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._text = ""
-        self._started = 0
+        self._pending = ""
         self._tasks: list[asyncio.Task[list[list[float]]]] = []
 
     def feed(self, delta: str) -> None:
-        self._text += delta
-        complete = split_sentences(self._text)[:-1]
-        for sentence in complete[self._started :]:
+        """Only the unfinished tail is kept and searched for a sentence boundary: a boundary
+        depends on the characters either side of it alone, so the sentences found are those
+        `split_sentences` finds in the whole answer."""
+        self._pending += delta
+        last = next(reversed(list(_SENTENCE.finditer(self._pending))), None)
+        if last is None:
+            return
+        for sentence in split_sentences(self._pending[: last.start()]):
             self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
-        self._started = max(self._started, len(complete))
+        self._pending = self._pending[last.end() :]
 
     async def settle(self) -> None:
         """Wait for the encodes under way; a failed one is encoded again where it is needed."""
