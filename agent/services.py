@@ -297,11 +297,17 @@ def _reported_usage(reply: Any) -> tuple[int, int] | None:
 
 
 async def ausage_entry(
-    turn: str, node: str, role: str, messages: Sequence[BaseMessage], reply: Any, started: float
+    turn: str,
+    node: str,
+    role: str,
+    messages: Sequence[BaseMessage],
+    reply: Any,
+    started: float,
+    finished: float | None = None,
 ) -> UsageEntry:
     """`usage_entry` off the event loop when it has to count (counting may load the tokenizer
     from disk); usage the model reported is read in place."""
-    finished = time.perf_counter()
+    finished = finished or time.perf_counter()
     if _reported_usage(reply) is not None:
         return usage_entry(turn, node, role, messages, reply, started, finished)
     return await asyncio.to_thread(

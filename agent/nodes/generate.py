@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag, incomplete
 from agent.context import AgentContext
 from agent.nodes.common import message_text, step
-from agent.services import Services, ausage_entry
+from agent.services import Services, ausage_entry, count_tokens
 from agent.state import AgentState, Citation, Evidence
 from prompts.loader import load_prompt
 from retrievers.similarity import cosine_matrix
@@ -76,6 +76,13 @@ class SentencePrefetch:
         for sentence in split_sentences(self._pending[: last.start()]):
             self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
         self._pending = self._pending[last.end() :]
+
+    def finish(self) -> None:
+        """The stream ended: the last sentence is complete too. Its encode starts now, alongside
+        the token count, instead of after it in citation attachment or reflection."""
+        for sentence in split_sentences(self._pending):
+            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
+        self._pending = ""
 
     async def settle(self) -> None:
         """Wait for the encodes under way; a failed one is encoded again where it is needed."""
@@ -177,6 +184,8 @@ async def generate_answer(
     model = (await services.achat_model("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
     prefetch = SentencePrefetch(services) if route["kind"] != "direct" else None
+    # the prompt's token count, in case the model reports none, is taken while the model reads
+    counting = asyncio.create_task(asyncio.to_thread(count_tokens, [system]))
     call_started = time.perf_counter()
     try:
         async for chunk in model.astream(messages, config={"tags": ["answer"]}):
@@ -186,10 +195,12 @@ async def generate_answer(
     except asyncio.CancelledError:
         if prefetch is not None:
             prefetch.cancel()
+        counting.cancel()
         raise
     except Exception as exc:
         if prefetch is not None:
             prefetch.cancel()
+        counting.cancel()
         from agent.llm import llm_endpoint_error
 
         error = llm_endpoint_error(exc)
@@ -203,8 +214,14 @@ async def generate_answer(
         update["steps"] = [step(turn, "generate_answer", started, "LLM failed: extractive answer")]
         return update
     answer = message_text(full).strip() if full is not None else ""
+    finished = time.perf_counter()
+    if prefetch is not None:
+        prefetch.finish()
+    await asyncio.gather(counting, return_exceptions=True)
     update["usage"] = [
-        await ausage_entry(turn, "generate_answer", "generator", messages, full, call_started)
+        await ausage_entry(
+            turn, "generate_answer", "generator", messages, full, call_started, finished
+        )
     ]
     if prefetch is not None:
         await prefetch.settle()

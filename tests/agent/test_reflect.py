@@ -12,7 +12,8 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from agent.context import AgentContext
 from agent.nodes.generate import attach_citations, checked_text, split_sentences
-from agent.nodes.reflect import judge_sentences
+from agent.nodes.reflect import PIECES_PER_SENTENCE, _closest_pieces, judge_sentences
+from agent.services import count_tokens
 from agent.state import Evidence
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.similarity import cosine
@@ -26,6 +27,13 @@ ORBITS = (
 VOLCANOES = (
     "Olympus Mons on Mars is the tallest volcano in the Solar System. Its base is about the "
     "size of Arizona. Mars also has the deepest canyon, Valles Marineris."
+)
+
+MERCURY = (
+    "Mercury is the smallest planet and the closest to the Sun. It has no moons. "
+    "Its year lasts 88 days. Temperatures on its surface swing by hundreds of degrees. "
+    "Its orbit is the most eccentric of any planet. A probe named MESSENGER mapped it "
+    "from 2011 to 2015. Ice may hide in craters near its poles."
 )
 
 
@@ -70,6 +78,32 @@ async def test_cited_sentence_is_held_to_the_sentences_of_its_chunk(
     # only the cited chunk's sentences were embedded: the uncited sentence is unsupported
     # whatever it resembles, so no chunk is split for it
     assert "Its base is about the size of Arizona." not in counting.encoded
+
+
+async def test_only_chunk_sentences_sharing_words_are_compared(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    services, counting = counting_services(make_services, minilm)
+    chunks = evidence(MERCURY, VOLCANOES)
+    # neither the whole chunk (cosine 0.35) nor its words (3 of 7) support the sentence: only
+    # the one sentence of the chunk it paraphrases does
+    answer = "A full Mercurian year lasts eighty-eight Earth days [1]."
+    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), services)
+    assert verdicts[0]["supported"], verdicts
+    pieces = [p for p in split_sentences(MERCURY) if p in counting.encoded]
+    assert pieces == ["Its year lasts 88 days."]  # the six sharing no word were never encoded
+
+
+def test_closest_pieces_are_few_and_ranked_by_shared_words() -> None:
+    chunk = evidence(
+        "Saturn has rings. Saturn has rings of ice. Saturn has rings of ice and rock. "
+        "Saturn is large. Jupiter is larger. Saturn has rings of ice and rock and dust."
+    )
+    picked = _closest_pieces("Saturn's rings are ice, rock and dust.", {1}, chunk)
+    assert len(picked) == PIECES_PER_SENTENCE
+    assert picked[0] == "Saturn has rings of ice and rock and dust."
+    assert "Jupiter is larger." not in picked
+    assert _closest_pieces("Pluto was reclassified.", {1}, chunk) == []
 
 
 async def test_reflection_reuses_the_vectors_citations_were_attached_with(
@@ -127,6 +161,31 @@ async def test_answer_sentences_are_embedded_while_the_model_still_writes(
     assert encoded[second] > model.token_times[-1]  # the last one is known only at the end
     texts = [text for text, _ in counting.times]
     assert texts.count(first) == 1 and texts.count(second) == 1  # reflection found both cached
+
+
+async def test_the_prompt_is_counted_while_the_model_writes(
+    make_services: Any, monkeypatch: Any
+) -> None:
+    """A model that reports no usage (the bundled one, when streaming) has its prompt counted
+    alongside its stream, not after it."""
+    import agent.nodes.generate as generate
+
+    counted: list[tuple[int, float]] = []
+
+    def timed_count(texts: list[str]) -> int:
+        tokens = count_tokens(texts)
+        counted.append((tokens, time.monotonic()))
+        return tokens
+
+    monkeypatch.setattr(generate, "count_tokens", timed_count)
+    answer = "Venus has the hottest surface of any planet, about 465 degrees Celsius [1]."
+    model = PacedModel(messages=iter([AIMessage(answer)]), seen=[], token_times=[])
+    result = await run_turn(make_services(default=model), "Which planet has the hottest surface?")
+    assert result["answer"] == answer, result.get("error")
+    (prompt_tokens, when), *_ = counted
+    assert when < model.token_times[-1]
+    usage = next(u for u in result["usage"] if u["node"] == "generate_answer")
+    assert usage["input_tokens"] > prompt_tokens > 0  # the prompt and the question
 
 
 class TimedEmbeddings(CountingEmbeddings):
