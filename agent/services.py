@@ -8,7 +8,6 @@ Built once per process from settings and bound to the nodes when the graph is bu
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import time
 from collections import OrderedDict
@@ -62,7 +61,6 @@ class Services:
         self._lock = threading.Lock()
         self._description_vectors: dict[tuple[str, str], list[float]] = {}
         self._query_vectors: OrderedDict[str, list[float]] = OrderedDict()
-        self._pending_queries: dict[str, concurrent.futures.Future[list[float]]] = {}
         self._chunk_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._text_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._collections: tuple[float, list[CollectionInfo]] | None = None
@@ -188,49 +186,14 @@ class Services:
         return [known[t] for t in texts]
 
     async def embed_query(self, text: str) -> list[float]:
-        """Query vectors are cached: routing and retrieval embed the same query once. A query
-        `prefetch_queries` is encoding is waited for, not encoded again."""
+        """Query vectors are cached: routing and retrieval embed the same query once."""
         with self._lock:
             cached = self._query_vectors.get(text)
-            pending = self._pending_queries.get(text)
         if cached is not None:
             return cached
-        if pending is not None:
-            return await asyncio.wrap_future(pending)
         vector = await asyncio.to_thread(lambda: self.stack.embeddings.embed_query(text))
         self._remember(self._query_vectors, {text: vector})
         return vector
-
-    def prefetch_queries(self, texts: Sequence[str]) -> None:
-        """Start encoding queries a turn is about to search with (the sub-queries of a plan),
-        one after another in one worker thread, while LangGraph dispatches their branches: each
-        branch then finds its vector ready or under way. Back to back, the second and later
-        encodes also skip the wake-up an encode pays after the cores sat idle."""
-        with self._lock:
-            missing = [
-                t
-                for t in dict.fromkeys(texts)
-                if t and t not in self._query_vectors and t not in self._pending_queries
-            ]
-            futures = {t: concurrent.futures.Future[list[float]]() for t in missing}
-            self._pending_queries.update(futures)
-        if not missing:
-            return
-
-        def encode_all() -> None:
-            for text, future in futures.items():
-                try:
-                    vector = self.stack.embeddings.embed_query(text)
-                except Exception as exc:  # the branch that waits for it raises it
-                    future.set_exception(exc)
-                else:
-                    self._remember(self._query_vectors, {text: vector})
-                    future.set_result(vector)
-                finally:
-                    with self._lock:
-                        self._pending_queries.pop(text, None)
-
-        asyncio.get_running_loop().run_in_executor(None, encode_all)
 
     def remember_chunk_vectors(self, vectors: dict[str, list[float]]) -> None:
         self._remember(self._chunk_vectors, vectors)

@@ -138,7 +138,6 @@ async def decompose_query(
     collections = state["route"]["collections"]
     if plan["mode"] == "sequential":
         return Command(update=update, goto="research_chain")
-    services.prefetch_queries([s["query"] for s in plan["subqueries"]])
     state_now: Any = {**state, "usage": list(state.get("usage") or []) + update.get("usage", [])}
     return Command(
         update=update,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from typing import Any
@@ -30,10 +29,6 @@ class CountingEmbeddings(LocalEmbeddings):
         self.encoded.extend(texts)
         return super().embed_for_comparison(texts)
 
-    def embed_query(self, text: str) -> list[float]:
-        self.encoded.append(text)
-        return super().embed_query(text)
-
 
 async def test_texts_are_embedded_once(make_services: Any, minilm: LocalEmbeddings) -> None:
     services = make_services()
@@ -44,35 +39,6 @@ async def test_texts_are_embedded_once(make_services: Any, minilm: LocalEmbeddin
     assert counting.encoded == ["Venus is hot.", "Mars is red.", "Jupiter is large."]
     assert first[0] == first[2] and again[0] == first[1]
     assert await services.embed([]) == []
-
-
-async def test_prefetched_queries_are_encoded_once_and_waited_for(
-    make_services: Any, minilm: LocalEmbeddings
-) -> None:
-    services = make_services()
-    counting = CountingEmbeddings(minilm)
-    services.stack.__dict__["embeddings"] = counting
-    queries = ["Which planet is hottest?", "Which planet is reddest?"]
-    services.prefetch_queries([*queries, queries[0]])
-    vectors = await asyncio.gather(*(services.embed_query(q) for q in reversed(queries)))
-    assert counting.encoded == queries  # in order, one thread, each once
-    assert vectors[0] == minilm.embed_query(queries[1])
-    services.prefetch_queries(queries)  # known by now: nothing more to encode
-    assert await services.embed_query(queries[0]) == vectors[1]
-    assert counting.encoded == queries
-
-
-async def test_a_failed_prefetch_fails_the_branch_that_waits(make_services: Any) -> None:
-    services = make_services()
-
-    class Broken:
-        def embed_query(self, text: str) -> list[float]:
-            raise RuntimeError("embedding service down")
-
-    services.stack.__dict__["embeddings"] = Broken()
-    services.prefetch_queries(["Which planet is hottest?"])
-    with pytest.raises(RuntimeError, match="embedding service down"):
-        await services.embed_query("Which planet is hottest?")
 
 
 def test_model_time_stops_when_the_reply_is_complete() -> None:
