@@ -22,6 +22,11 @@ overhead shows what is left after the stream.
 every vector it needs cached: what a turn costs besides encoding, as with an embedding service
 that answers in about no time.
 
+`--replay-embeddings` records every vector in an unmeasured pass, then measures with the remote
+embeddings client (`AGENTRAG_EMBEDDING_BACKEND=remote`) against a loopback service, in its own
+process, that answers from the recorded table: a turn as with an embedding service whose model
+costs about nothing, HTTP round trips included.
+
 `DIR` must hold the corpus as collection `--collection` (default `hotpot`); when it does not, the
 dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
 `orchestration-<dataset>[-TAG].json` and `.md` under `--out` (default `eval/results`). The
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -122,6 +128,83 @@ class ScriptedAnswerModel(BaseChatModel):
             yield chunk
 
 
+class RecordingEmbeddings:
+    """The local model, remembering every vector it makes, keyed by text (a query's exact
+    vector wins over a compared text's int8 one)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.vectors: dict[str, list[float]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _keep(self, texts: list[str], vectors: list[list[float]], exact: bool) -> None:
+        for text, vector in zip(texts, vectors, strict=True):
+            if exact or text not in self.vectors:
+                self.vectors[text] = vector
+
+    def embed_query(self, text: str) -> list[float]:
+        vector: list[float] = self._inner.embed_query(text)
+        self._keep([text], [vector], exact=True)
+        return vector
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self._inner.embed_documents(texts)
+        self._keep(texts, vectors, exact=True)
+        return vectors
+
+    def embed_for_comparison(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self._inner.embed_for_comparison(texts)
+        self._keep(texts, vectors, exact=False)
+        return vectors
+
+
+def _serve_vectors(vectors: dict[str, list[float]], port: Any, misses: Any) -> None:
+    """An OpenAI-shaped /v1/embeddings service answering from a table, in its own process: a
+    stand-in for an embedding service whose model costs about nothing (a GPU's, at these
+    sizes), so that what is left is the agent's side of a remote call. A text the measured pass
+    asks for that the recording pass did not (a verdict that went the other way by a rounding)
+    is encoded here and counted in `misses`."""
+    import socket
+    from functools import cache
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from retrievers.embeddings import LocalEmbeddings
+
+    model = cache(LocalEmbeddings)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as embedding services serve
+
+        def setup(self) -> None:
+            super().setup()  # headers and body go out as two writes: no Nagle delay between
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            missing = [t for t in dict.fromkeys(texts) if t not in vectors]
+            if missing:  # a turn that took another path than when recorded: encoded here
+                vectors.update(zip(missing, model().embed_documents(missing), strict=True))
+                with misses.get_lock():
+                    misses.value += len(missing)
+            data = [{"index": i, "embedding": vectors[t]} for i, t in enumerate(texts)]
+            raw = json.dumps({"data": data, "model": body.get("model", "")}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {
         "p50": round(percentile(values, 50), 1),
@@ -183,22 +266,34 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = ScriptedAnswerModel(answers=answers, token_ms=args.token_ms)
     settings = load_settings(data_dir=args.data_dir)
     stack = RetrievalStack(settings)
+    recording = None
+    if args.replay_embeddings:
+        recording = RecordingEmbeddings(stack.embeddings)
+        stack.__dict__["embeddings"] = recording
     names = {c.name for c in stack.store.list_collections()}
     if args.collection not in names:
         docs = corpus_documents(iter_corpus(dataset.corpus_path), dataset.name)
         stack.ingestor.ingest_documents(list(docs), args.collection)
-    graphs = {
-        effort: build_graph(
-            Services(settings, stack=stack, chat_models={"default": model}, supports_tools=False)
-        )
-        for effort in args.effort
-    }
+
+    def graphs_for(stack: RetrievalStack, settings: Any) -> dict[str, Any]:
+        return {
+            effort: build_graph(
+                Services(
+                    settings, stack=stack, chat_models={"default": model}, supports_tools=False
+                )
+            )
+            for effort in args.effort
+        }
+
+    graphs = graphs_for(stack, settings)
+    server = None
     report: dict[str, Any] = {
         "dataset": dataset.name,
         "questions": len(questions),
         "collection": args.collection,
         "token_ms": args.token_ms,
         "cached_vectors": args.cached_vectors,
+        "replay_embeddings": args.replay_embeddings,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
@@ -214,6 +309,27 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         return _turn_record(values, (time.perf_counter() - started) * 1000)
 
     try:
+        if recording is not None:  # every vector the turns make, then served from a table
+            for q in [*warmup, *questions]:
+                for effort in args.effort:
+                    await one(q.question, effort)
+            stack.close()
+            port, misses = multiprocessing.Value("i", 0), multiprocessing.Value("i", 0)
+            server = multiprocessing.Process(
+                target=_serve_vectors, args=(recording.vectors, port, misses), daemon=True
+            )
+            server.start()
+            while not port.value:
+                await asyncio.sleep(0.05)
+            settings = settings.model_copy(
+                update={
+                    "embedding_backend": "remote",
+                    "embedding_url": f"http://127.0.0.1:{port.value}/v1",
+                }
+            )
+            stack = RetrievalStack(settings)
+            graphs.update(graphs_for(stack, settings))
+            report["replayed_vectors"] = len(recording.vectors)
         for q in warmup:  # model loading and first-call costs are not per-turn overhead
             for effort in args.effort:
                 await one(q.question, effort)
@@ -230,6 +346,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["records"] = records
     finally:
         stack.close()
+        if server is not None:
+            report["replay_misses"] = misses.value
+            server.terminate()
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
@@ -247,6 +366,15 @@ def markdown(report: dict[str, Any], efforts: list[str]) -> str:
         *(
             ["Every vector cached by an unmeasured run of the same question first."]
             if report.get("cached_vectors")
+            else []
+        ),
+        *(
+            [
+                "Embeddings from a loopback /v1/embeddings service answering from a table "
+                "recorded in an unmeasured pass (remote client, no model cost; "
+                f"{report.get('replay_misses', 0)} texts were not in the table and were encoded)."
+            ]
+            if report.get("replay_embeddings")
             else []
         ),
         f"Load average (1, 5, 15 min) before {report['load_before']}, "
@@ -297,6 +425,13 @@ def main() -> None:
         help="Run each question once unmeasured first, so the measured turn finds every query, "
         "sentence and chunk vector it needs cached: the overhead without any encode, as with an "
         "embedding service that answers in about no time.",
+    )
+    parser.add_argument(
+        "--replay-embeddings",
+        action="store_true",
+        help="Record every vector in an unmeasured pass, then measure with the remote embeddings "
+        "client against a loopback service that answers from that table: the overhead with an "
+        "embedding service whose model costs about nothing (as a GPU's does at these sizes).",
     )
     args = parser.parse_args()
     args.effort = args.effort or ["low", "medium"]
