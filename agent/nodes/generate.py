@@ -73,16 +73,18 @@ class SentencePrefetch:
         last = next(reversed(list(_SENTENCE.finditer(self._pending))), None)
         if last is None:
             return
-        for sentence in split_sentences(self._pending[: last.start()]):
-            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
+        self._embed(split_sentences(self._pending[: last.start()]))
         self._pending = self._pending[last.end() :]
 
     def finish(self) -> None:
         """The stream ended: the last sentence is complete too. Its encode starts now, alongside
         the token count, instead of after it in citation attachment or reflection."""
-        for sentence in split_sentences(self._pending):
-            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
+        self._embed(split_sentences(self._pending))
         self._pending = ""
+
+    def _embed(self, sentences: list[str]) -> None:
+        for sentence in sentences:
+            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
 
     async def settle(self) -> None:
         """Wait for the encodes under way; a failed one is encoded again where it is needed."""

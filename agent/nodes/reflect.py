@@ -108,7 +108,7 @@ async def judge_sentences(
 
 def _closest_pieces(text: str, scope: set[int], evidence: list[Evidence]) -> list[str]:
     """The sentences of the cited chunks that share most content words with `text`, at most
-    `PIECES_PER_SENTENCE`, none that shares no word. Each is an encode (4-7 ms on a laptop
+    `PIECES_PER_SENTENCE`, none that shares no word. Each is an encode (4-7 ms on a 2-core
     CPU); a sentence that supports another in meaning shares its names and numbers. Measured
     on 343 unresolved answer sentences (HotpotQA dev, scripted and bundled-model answers):
     1,241 chunk sentences encoded before, 457 after, the same verdict for every sentence; with
