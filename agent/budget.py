@@ -69,3 +69,16 @@ def flag(turn: str, name: str, reason: str) -> dict[str, str]:
 
 def incomplete(turn: str, budget: str, where: str) -> dict[str, str]:
     return flag(turn, "incomplete", f"{budget} reached in {where}")
+
+
+def research_budget(state: Mapping[str, Any], ctx: AgentContext, llm_calls: int) -> str | None:
+    """Budgets as seen from one sub-query: the turn's LLM calls before it, plus its own."""
+    own = state.get("usage") or []
+    return over_budget(
+        ctx,
+        steps=len(state.get("steps") or []),
+        llm_calls=state.get("llm_calls_before", 0) + len(own),
+        tokens=sum(u["input_tokens"] + u["output_tokens"] for u in own),
+        started_at=state["started_at"],
+        needed_llm_calls=llm_calls,
+    )

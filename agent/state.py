@@ -29,6 +29,10 @@ class Evidence(TypedDict):
     rank: int
 
 
+PREVIOUS_HOP = "{previous}"
+"""In a sequential plan, where a later hop's query takes what the earlier hop found."""
+
+
 class SubQuery(TypedDict):
     index: int
     query: str
@@ -171,6 +175,7 @@ class ResearchState(ResearchInput, total=False):
     grade: Grade
     dropped: int
     rewrites: int
+    retry: bool
     fallback: bool
     stalled: bool
     usage: Annotated[list[UsageEntry], keep_latest_turn]

@@ -40,11 +40,10 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext, Effort
 from agent.errors import ConfigError
-from agent.nodes.common import message_text
-from agent.nodes.generate import format_evidence
 from agent.services import Services, usage_entry
 from agent.settings import Settings
 from agent.state import Evidence, UsageEntry
+from agent.text import format_evidence, message_text
 from eval.answer_metrics import answer_in_text, exact_match, is_yes_no, token_f1
 from eval.datasets import DatasetError, Question, iter_corpus, load_retrieval_dataset
 from eval.metrics import percentile

@@ -4,7 +4,12 @@ contextualize_query -> route_query -+-> generate_answer (direct)
                                     +-> research (Send, one per sub-query) --+
                                     +-> decompose_query -+-> research (Send) -+-> collect_evidence
                                                          +-> research_chain --+
-collect_evidence -> generate_answer -> reflect_answer -> (END | generate_answer)
+collect_evidence -> generate_answer -> reflect_answer -+-> END
+                          ^                            |
+                          +------- (regenerate) -------+
+
+Each branch is a conditional edge whose routing function (`agent/edges.py`) reads what the node
+before it decided, so `get_graph()` and LangGraph Studio draw the graph that runs.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from functools import lru_cache, partial
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import START, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext
+from agent.edges import RESEARCH, after_decompose, after_reflect, after_route
 from agent.nodes.chain import research_chain
 from agent.nodes.collect import collect_evidence
 from agent.nodes.contextualize import contextualize_query
@@ -38,31 +44,24 @@ def build_graph(
         AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState
     )
     builder.add_node("contextualize_query", partial(contextualize_query, services=services))
-    builder.add_node(
-        "route_query",
-        partial(route_query, services=services),
-        destinations=("generate_answer", "decompose_query", "research"),
-    )
-    builder.add_node(
-        "decompose_query",
-        partial(decompose_query, services=services),
-        destinations=("research", "research_chain"),
-    )
-    builder.add_node("research", research)
+    builder.add_node("route_query", partial(route_query, services=services))
+    builder.add_node("decompose_query", partial(decompose_query, services=services))
+    builder.add_node(RESEARCH, research)
     builder.add_node("research_chain", partial(research_chain, research=research))
     builder.add_node("collect_evidence", collect_evidence)
     builder.add_node("generate_answer", partial(generate_answer, services=services))
-    builder.add_node(
-        "reflect_answer",
-        partial(reflect_answer, services=services),
-        destinations=("generate_answer", "__end__"),
-    )
+    builder.add_node("reflect_answer", partial(reflect_answer, services=services))
     builder.add_edge(START, "contextualize_query")
     builder.add_edge("contextualize_query", "route_query")
-    builder.add_edge("research", "collect_evidence")
+    builder.add_conditional_edges(
+        "route_query", after_route, ["generate_answer", "decompose_query", RESEARCH]
+    )
+    builder.add_conditional_edges("decompose_query", after_decompose, [RESEARCH, "research_chain"])
+    builder.add_edge(RESEARCH, "collect_evidence")
     builder.add_edge("research_chain", "collect_evidence")
     builder.add_edge("collect_evidence", "generate_answer")
     builder.add_edge("generate_answer", "reflect_answer")
+    builder.add_conditional_edges("reflect_answer", after_reflect, ["generate_answer", END])
     return builder.compile(checkpointer=checkpointer, name="agentrag")
 
 

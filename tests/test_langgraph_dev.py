@@ -326,6 +326,18 @@ async def test_langgraph_dev_serves_the_agent(dev_server: DevServer) -> None:
     undocumented = sorted(name for name, field in fields.items() if not field.get("description"))
     assert not undocumented, f"context fields Studio shows without a description: {undocumented}"
 
+    # Studio draws what this endpoint returns: the corrective loop and the regeneration included.
+    drawn = await client.assistants.get_graph(assistants[0]["assistant_id"], xray=1)
+    edges = {(e["source"], e["target"]) for e in drawn["edges"]}
+    for edge in (
+        ("research:grade_evidence", "research:rewrite_query"),
+        ("research:rewrite_query", "research:retrieve_chunks"),
+        ("research:finish_research", "collect_evidence"),
+        ("reflect_answer", "generate_answer"),
+        ("route_query", "decompose_query"),
+    ):
+        assert edge in edges, f"Studio does not draw {edge}: {sorted(edges)}"
+
     thread = await client.threads.create()
     parts = await stream_turn(client, thread["thread_id"], dev_server)
 

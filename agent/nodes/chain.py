@@ -12,26 +12,25 @@ from typing import Any
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
-from agent.budget import llm_calls_used
 from agent.context import AgentContext
+from agent.edges import research_input
 from agent.nodes.common import step
-from agent.nodes.decompose import PLACEHOLDER
-from agent.state import AgentState, Research
+from agent.state import PREVIOUS_HOP, AgentState, Research
 
 BRIDGE_TITLES = 2
 
 
 def fill_hop(query: str, previous: Research | None, question: str) -> str:
     if previous is None:
-        return query.replace(PLACEHOLDER, "").strip()
+        return query.replace(PREVIOUS_HOP, "").strip()
     titles = [
         t
         for t in dict.fromkeys(e["title"] for e in previous["evidence"])
         if t and t.lower() not in question.lower()
     ][:BRIDGE_TITLES]
     filler = " ".join(titles)
-    if PLACEHOLDER in query:
-        return " ".join(query.replace(PLACEHOLDER, filler).split())
+    if PREVIOUS_HOP in query:
+        return " ".join(query.replace(PREVIOUS_HOP, filler).split())
     return f"{query} {filler}".strip()
 
 
@@ -47,18 +46,9 @@ async def research_chain(
     previous: Research | None = None
     for sub in state["plan"]["subqueries"]:
         query = fill_hop(sub["query"], previous, state["question"])
-        result = await research.ainvoke(
-            {
-                "turn": turn,
-                "started_at": state["started_at"],
-                "question": state["question"],
-                "index": sub["index"],
-                "query": query,
-                "collections": state["route"]["collections"],
-                "llm_calls_before": llm_calls_used(state) + len(usage),
-            },
-            context=runtime.context,
-        )
+        hop_input = research_input(state, sub["index"], query)
+        hop_input["llm_calls_before"] += len(usage)
+        result = await research.ainvoke(hop_input, context=runtime.context)
         hop = result["research"][-1]
         found.append(hop)
         usage += result.get("usage") or []

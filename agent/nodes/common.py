@@ -1,11 +1,8 @@
-"""Small helpers shared by nodes: step records and reading the conversation."""
+"""The step record every node appends: which node ran, for how long, and what it decided."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-
-from langchain_core.messages import AnyMessage, HumanMessage
 
 from agent.state import StepEntry
 
@@ -19,18 +16,3 @@ def step(turn: str, node: str, started: float, note: str = "") -> StepEntry:
     if note:
         entry["note"] = note
     return entry
-
-
-def message_text(message: AnyMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
-    return " ".join(part for part in parts if part)
-
-
-def last_question(messages: Sequence[AnyMessage]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message_text(message).strip()
-    return ""

@@ -17,9 +17,10 @@ from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag
 from agent.context import AgentContext
-from agent.nodes.common import message_text, step
+from agent.nodes.common import step
 from agent.services import Services, ausage_entry
 from agent.state import AgentState
+from agent.text import message_text
 from prompts.loader import load_prompt
 
 _FOLLOW_UP = re.compile(

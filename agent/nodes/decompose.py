@@ -15,18 +15,16 @@ from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agent.budget import exhausted, flag
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.nodes.route import _COMPARISON, research_send
 from agent.services import Services, ausage_entry
-from agent.state import AgentState, Plan, SubQuery
+from agent.state import PREVIOUS_HOP, AgentState, Plan, SubQuery
+from agent.text import COMPARISON
 from prompts.loader import load_prompt
 
-PLACEHOLDER = "{previous}"
 MIN_SUBQUESTION_WORDS = 4
 """Shorter parts ("Which year and which conference ...") are fragments of one question."""
 
@@ -52,13 +50,13 @@ def heuristic_plan(question: str, max_subqueries: int) -> Plan:
         subs = [p if p.endswith("?") else p + "?" for p in parts][:max_subqueries]
         return _plan("parallel", subs, "heuristic")
     options = re.search(r"[,:]?\s*([^,?]+?)\s+or\s+([^,?]+?)\s*\??$", question)
-    if options and _COMPARISON.search(question):
+    if options and COMPARISON.search(question):
         stem = question[: options.start()].strip()
         subs = [f"{stem} {options.group(1)}".strip(), f"{stem} {options.group(2)}".strip()]
         return _plan("parallel", subs[:max_subqueries], "heuristic")
     # a bridge: search the question, then search again with what the first hop found
     return _plan(
-        "sequential", [question, f"{question} {PLACEHOLDER}"][:max_subqueries], "heuristic"
+        "sequential", [question, f"{question} {PREVIOUS_HOP}"][:max_subqueries], "heuristic"
     )
 
 
@@ -84,7 +82,7 @@ def validate(decomposition: Decomposition, question: str, max_subqueries: int) -
     subs = subs[:max_subqueries]
     if decomposition.mode == "sequential":
         subs = [
-            s if i == 0 or PLACEHOLDER in s else f"{s} {PLACEHOLDER}" for i, s in enumerate(subs)
+            s if i == 0 or PREVIOUS_HOP in s else f"{s} {PREVIOUS_HOP}" for i, s in enumerate(subs)
         ]
     if len(subs) == 1 and subs[0].lower() != question.lower():
         subs = [question, *subs][:max_subqueries] if decomposition.mode == "parallel" else subs
@@ -93,7 +91,8 @@ def validate(decomposition: Decomposition, question: str, max_subqueries: int) -
 
 async def decompose_query(
     state: AgentState, runtime: Runtime[AgentContext], *, services: Services
-) -> Command[Literal["research", "research_chain"]]:
+) -> dict[str, Any]:
+    """Records the plan; `after_decompose` runs its sub-queries in parallel or hop by hop."""
     started = time.perf_counter()
     ctx = runtime.context
     turn, question = state["turn"], state["query"]
@@ -135,14 +134,4 @@ async def decompose_query(
         plan = heuristic_plan(question, ctx.max_subqueries)
     update["plan"] = plan
     update["steps"] = [step(turn, "decompose_query", started, note)]
-    collections = state["route"]["collections"]
-    if plan["mode"] == "sequential":
-        return Command(update=update, goto="research_chain")
-    state_now: Any = {**state, "usage": list(state.get("usage") or []) + update.get("usage", [])}
-    return Command(
-        update=update,
-        goto=[
-            research_send(state_now, s["index"], s["query"], collections)
-            for s in plan["subqueries"]
-        ],
-    )
+    return update

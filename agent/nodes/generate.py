@@ -9,7 +9,6 @@ cites nothing gets citations attached by similarity, and reflection checks them 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -18,39 +17,23 @@ from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag, incomplete
 from agent.context import AgentContext
-from agent.nodes.common import message_text, step
+from agent.nodes.common import step
 from agent.services import Services, ausage_entry, count_tokens
 from agent.state import AgentState, Citation, Evidence
+from agent.text import (
+    CITATION,
+    SENTENCE_BOUNDARY,
+    cited_numbers,
+    format_evidence,
+    message_text,
+    split_sentences,
+    without_citations,
+)
 from prompts.loader import load_prompt
 from retrievers.similarity import cosine_matrix
 
 NO_EVIDENCE = "I could not find anything about this in the documents I can search."
-_CITE = re.compile(r"\[(\d{1,3})\]")
-_CITED = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 POST_HOC_MIN_SIMILARITY = 0.35
-
-
-def format_evidence(evidence: list[Evidence]) -> str:
-    blocks = []
-    for n, e in enumerate(evidence, 1):
-        where = " > ".join(p for p in (e["title"], *e["heading_path"]) if p)
-        blocks.append(f"[{n}] {where}\n{e['text'].strip()}")
-    return "\n\n".join(blocks)
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
-
-
-def cited_numbers(text: str, limit: int) -> list[int]:
-    return [n for n in dict.fromkeys(int(m) for m in _CITE.findall(text)) if 1 <= n <= limit]
-
-
-def checked_text(sentence: str) -> str:
-    """What reflection embeds of an answer sentence: the sentence without its citations (and
-    the space before each), so the vectors of its words are looked up, not of `[n]`."""
-    return _CITED.sub("", sentence).strip()
 
 
 class SentencePrefetch:
@@ -70,7 +53,7 @@ class SentencePrefetch:
         depends on the characters either side of it alone, so the sentences found are those
         `split_sentences` finds in the whole answer."""
         self._pending += delta
-        last = next(reversed(list(_SENTENCE.finditer(self._pending))), None)
+        last = next(reversed(list(SENTENCE_BOUNDARY.finditer(self._pending))), None)
         if last is None:
             return
         self._embed(split_sentences(self._pending[: last.start()]))
@@ -84,7 +67,9 @@ class SentencePrefetch:
 
     def _embed(self, sentences: list[str]) -> None:
         for sentence in sentences:
-            self._tasks.append(asyncio.create_task(self._services.embed([checked_text(sentence)])))
+            self._tasks.append(
+                asyncio.create_task(self._services.embed([without_citations(sentence)]))
+            )
 
     async def settle(self) -> None:
         """Wait for the encodes under way; a failed one is encoded again where it is needed."""
@@ -137,7 +122,7 @@ async def attach_citations(answer: str, evidence: list[Evidence], services: Serv
     out = []
     for sentence, scores in zip(sentences, cosine_matrix(sent_vecs, ev_vecs), strict=True):
         best = max(range(len(scores)), key=lambda i: scores[i])
-        if scores[best] >= POST_HOC_MIN_SIMILARITY and not _CITE.search(sentence):
+        if scores[best] >= POST_HOC_MIN_SIMILARITY and not CITATION.search(sentence):
             stripped = sentence.rstrip()
             end = stripped[-1] if stripped[-1] in ".!?" else ""
             body = stripped[:-1] if end else stripped

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 
-from agent.budget import flag, over_budget
+from agent.budget import flag, research_budget
 from agent.context import AgentContext
 from agent.errors import AgentragError
-from agent.nodes.common import message_text, step
+from agent.nodes.common import step
 from agent.services import Services, ausage_entry
 from agent.state import Evidence, Grade, ResearchState
+from agent.text import message_text
+from prompts.loader import load_prompt
 from retrievers.similarity import cosine
 
 MIN_EVIDENCE = 2
@@ -37,22 +38,11 @@ def classify(candidates: list[Evidence], ctx: AgentContext) -> Grade:
     return "incorrect"
 
 
-def research_budget(state: ResearchState, ctx: AgentContext, llm_calls: int) -> str | None:
-    """Budgets as seen from one sub-query: the turn's LLM calls before it, plus its own."""
-    own = state.get("usage") or []
-    return over_budget(
-        ctx,
-        steps=len(state.get("steps") or []),
-        llm_calls=state.get("llm_calls_before", 0) + len(own),
-        tokens=sum(u["input_tokens"] + u["output_tokens"] for u in own),
-        started_at=state["started_at"],
-        needed_llm_calls=llm_calls,
-    )
-
-
 async def grade_evidence(
     state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
-) -> Command[Literal["rewrite_query", "finish_research"]]:
+) -> dict[str, Any]:
+    """Keeps the relevant chunks and sets `retry` when the evidence is thin and a rewrite is
+    still within budget; `after_grade` reads it."""
     started = time.perf_counter()
     ctx = runtime.context
     turn = state["turn"]
@@ -62,7 +52,7 @@ async def grade_evidence(
     ambiguous = [
         c for c in candidates if ctx.ambiguous_threshold <= c["relevance"] < ctx.relevance_threshold
     ]
-    update: dict[str, Any] = {}
+    update: dict[str, Any] = {"retry": False}
     if ambiguous and ctx.effort == "high" and not research_budget(state, ctx, 1):
         judged, entry = await _judge(state["query"], ambiguous[: ctx.k], ctx, services, turn)
         if entry is not None:
@@ -92,8 +82,9 @@ async def grade_evidence(
         if budget:
             update["flags"] = [flag(turn, "incomplete", f"{budget} reached in grade_evidence")]
         else:
+            update["retry"] = True
             update["steps"] = [step(turn, "grade_evidence", started, note + " -> rewrite")]
-            return Command(update=update, goto="rewrite_query")
+            return update
     if thin:
         update["fallback"] = True
         web = (
@@ -107,7 +98,7 @@ async def grade_evidence(
         elif not kept:
             update["kept"] = candidates[: ctx.k]  # the best there is, marked as a fallback
     update["steps"] = [step(turn, "grade_evidence", started, note)]
-    return Command(update=update, goto="finish_research")
+    return update
 
 
 async def _web_fallback(
@@ -148,8 +139,6 @@ async def _web_fallback(
 async def _judge(
     query: str, chunks: list[Evidence], ctx: AgentContext, services: Services, turn: str
 ) -> tuple[list[Evidence], Any]:
-    from prompts.loader import load_prompt
-
     listing = "\n\n".join(
         f"[{i + 1}] {c['title']}: {c['text'][:600]}" for i, c in enumerate(chunks)
     )

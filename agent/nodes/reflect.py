@@ -14,21 +14,22 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 
 from agent.budget import exhausted, flag
 from agent.context import AgentContext
-from agent.nodes.common import message_text, step
-from agent.nodes.generate import (
-    _CITE,
-    NO_EVIDENCE,
-    checked_text,
-    cited_numbers,
-    split_sentences,
-)
-from agent.nodes.rewrite import keywords
+from agent.nodes.common import step
+from agent.nodes.generate import NO_EVIDENCE
 from agent.services import Services, ausage_entry
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
+from agent.text import (
+    CITATION,
+    cited_numbers,
+    format_evidence,
+    keywords,
+    message_text,
+    split_sentences,
+    without_citations,
+)
 from retrievers.similarity import cosine, cosine_matrix, mean_vector
 
 LEXICAL_SUPPORT = 0.7
@@ -59,10 +60,10 @@ async def judge_sentences(
     still unsupported, and whose verdict a closer look can still change (cited, not short), are
     compared with the sentences of the chunks they cite that share most words with them."""
     sentences = split_sentences(answer) or [answer]
-    texts = [_CITE.sub("", s).strip() for s in sentences]
+    texts = [CITATION.sub("", s).strip() for s in sentences]
     # the very strings `attach_citations` embedded before it added the citations, and those
     # `SentencePrefetch` embedded while the answer streamed: found cached
-    plain = [checked_text(s) for s in sentences]
+    plain = [without_citations(s) for s in sentences]
     sent_vecs = await services.embed(plain)
     answer_vec = mean_vector(sent_vecs)
     chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
@@ -133,7 +134,9 @@ def _verdict_open(sentence: str, text: str, evidence_count: int) -> bool:
 
 async def reflect_answer(
     state: AgentState, runtime: Runtime[AgentContext], *, services: Services
-) -> Command[Literal["generate_answer", "__end__"]]:
+) -> dict[str, Any]:
+    """Records the verdict; its action (`regenerate` or not) is what `after_reflect` follows.
+    A verdict that ends the turn also adds the answer to the conversation."""
     started = time.perf_counter()
     ctx = runtime.context
     turn = state["turn"]
@@ -178,7 +181,7 @@ async def reflect_answer(
     if action == "regenerate":
         update["verdict"] = verdict
         update["steps"] = [step(turn, "reflect_answer", started, "unsupported: regenerate")]
-        return Command(update=update, goto="generate_answer")
+        return update
     if action == "give_up":
         problems = [] if grounded else ["ungrounded"]
         problems += [] if answers else ["unanswered"]
@@ -191,7 +194,7 @@ async def reflect_answer(
 
 def _finish(
     state: AgentState, update: dict[str, Any], verdict: Verdict, started: float, note: str
-) -> Command[Literal["generate_answer", "__end__"]]:
+) -> dict[str, Any]:
     update["verdict"] = verdict
     update["messages"] = [
         AIMessage(
@@ -200,14 +203,12 @@ def _finish(
         )
     ]
     update["steps"] = [step(state["turn"], "reflect_answer", started, note)]
-    return Command(update=update, goto="__end__")
+    return update
 
 
 async def _llm_judge(
     state: AgentState, answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
 ) -> tuple[bool, Any]:
-    from agent.nodes.generate import format_evidence
-
     messages = [
         SystemMessage(
             "Is every statement in the answer supported by the evidence? Reply with one word: "

@@ -8,40 +8,19 @@ is stalling: research ends there with what it has.
 
 from __future__ import annotations
 
-import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 
-from agent.budget import flag
+from agent.budget import flag, research_budget
 from agent.context import AgentContext
-from agent.nodes.common import message_text, step
-from agent.nodes.grade import research_budget
+from agent.nodes.common import step
 from agent.services import Services, ausage_entry
 from agent.state import ResearchState
+from agent.text import keywords, message_text
 from prompts.loader import load_prompt
-
-_STOP_WORDS = (
-    "a an the of in on at to for from by with and or but is are was were be been being do "
-    "does did what which who whom whose when where why how that this these those it its as "
-    "into than then there their they them he she his her i you your we our about one"
-)
-_STOP = frozenset(_STOP_WORDS.split())
-
-
-def keywords(text: str) -> list[str]:
-    words = re.findall(r"[\w'-]+", text)
-    seen: set[str] = set()
-    out = []
-    for w in words:
-        if w.lower() in _STOP or w.lower() in seen:
-            continue
-        seen.add(w.lower())
-        out.append(w)
-    return out
 
 
 def keyword_rewrite(question: str, titles: list[str]) -> str:
@@ -52,7 +31,8 @@ def keyword_rewrite(question: str, titles: list[str]) -> str:
 
 async def rewrite_query(
     state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
-) -> Command[Literal["retrieve_chunks", "finish_research"]]:
+) -> dict[str, Any]:
+    """A new query, or `stalled` when it repeats one already tried; `after_rewrite` reads it."""
     started = time.perf_counter()
     ctx = runtime.context
     turn = state["turn"]
@@ -85,10 +65,10 @@ async def rewrite_query(
             flag(turn, "stalled", f"rewrite repeated {new_query!r}"),
         ]
         update["steps"] = [step(turn, "rewrite_query", started, "stalled: query already tried")]
-        return Command(update=update, goto="finish_research")
+        return update
     update["query"] = new_query
     runtime.stream_writer(
         {"type": "rewrite", "index": state["index"], "query": new_query, "how": how}
     )
     update["steps"] = [step(turn, "rewrite_query", started, f"{how}: {new_query!r}")]
-    return Command(update=update, goto="retrieve_chunks")
+    return update

@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
 
-from agent.budget import exhausted, flag, llm_calls_used
+from agent.budget import exhausted, flag
 from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.services import Services, ausage_entry
 from agent.state import AgentState, Route, RouteKind
+from agent.text import COMPARISON
 from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
 from tools.collection_search import tool_name
@@ -30,12 +30,6 @@ _CHIT_CHAT = re.compile(
     r"^\s*(hi|hello|hey|howdy|good (morning|afternoon|evening)|thanks?( you)?|thank you|"
     r"cheers|bye|goodbye|see you|ok(ay)?|cool|great|who are you|what are you|how are you)"
     r"\b[\s!?.,]*(there|agentrag|again|so much|a lot)?[\s!?.]*$",
-    re.IGNORECASE,
-)
-_COMPARISON = re.compile(
-    r"\b(or|both|either|neither|compare|comparison|difference|differ|same|versus|vs\.?|"
-    r"older|younger|earlier|later|first|larger|smaller|bigger|more|fewer|longer|shorter|"
-    r"higher|lower|which (one|of))\b",
     re.IGNORECASE,
 )
 _MULTI_PART = re.compile(r"\?.+\?|\band (what|who|when|where|why|how|which)\b", re.IGNORECASE)
@@ -59,7 +53,7 @@ def needs_decomposition(question: str) -> bool:
     if len(question.split()) < MIN_DECOMPOSE_WORDS:
         return False
     return bool(
-        _MULTI_PART.search(question) or _COMPARISON.search(question) or _BRIDGE.search(question)
+        _MULTI_PART.search(question) or COMPARISON.search(question) or _BRIDGE.search(question)
     )
 
 
@@ -82,24 +76,10 @@ async def score_collections(
     return {info.name: round(score, 4) for info, score in zip(infos, scores, strict=True)}
 
 
-def research_send(state: AgentState, index: int, query: str, collections: list[str]) -> Send:
-    return Send(
-        "research",
-        {
-            "turn": state["turn"],
-            "started_at": state["started_at"],
-            "question": state["question"],
-            "index": index,
-            "query": query,
-            "collections": collections,
-            "llm_calls_before": llm_calls_used(state),
-        },
-    )
-
-
 async def route_query(
     state: AgentState, runtime: Runtime[AgentContext], *, services: Services
-) -> Command[Literal["generate_answer", "decompose_query", "research"]]:
+) -> dict[str, Any]:
+    """Records the route (and, for one search, the one-query plan); `after_route` follows it."""
     started = time.perf_counter()
     ctx = runtime.context
     turn, query = state["turn"], state["query"]
@@ -135,16 +115,13 @@ async def route_query(
             route = {"kind": kind, "collections": chosen, "scores": scores, "reason": reason}
     update["route"] = route
     update["steps"] = [step(turn, "route_query", started, f"{route['kind']}: {route['reason']}")]
-    if route["kind"] == "direct":
-        return Command(update=update, goto="generate_answer")
-    if route["kind"] == "decompose":
-        return Command(update=update, goto="decompose_query")
-    update["plan"] = {
-        "mode": "single",
-        "subqueries": [{"index": 0, "query": query}],
-        "source": "question",
-    }
-    return Command(update=update, goto=[research_send(state, 0, query, route["collections"])])
+    if route["kind"] == "retrieve":
+        update["plan"] = {
+            "mode": "single",
+            "subqueries": [{"index": 0, "query": query}],
+            "source": "question",
+        }
+    return update
 
 
 async def _tool_choice(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent.nodes.decompose import PLACEHOLDER, heuristic_plan
+from agent.nodes.decompose import heuristic_plan
+from agent.state import PREVIOUS_HOP
 
 
 def queries(question: str) -> list[str]:
@@ -32,4 +33,4 @@ def test_a_fragment_is_not_a_question_of_its_own() -> None:
     )
     plan = heuristic_plan(question, 4)
     assert plan["mode"] == "sequential"
-    assert queries(question) == [question, f"{question} {PLACEHOLDER}"]
+    assert queries(question) == [question, f"{question} {PREVIOUS_HOP}"]

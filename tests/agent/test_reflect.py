@@ -11,10 +11,11 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from agent.context import AgentContext
-from agent.nodes.generate import attach_citations, checked_text, split_sentences
+from agent.nodes.generate import attach_citations
 from agent.nodes.reflect import PIECES_PER_SENTENCE, _closest_pieces, judge_sentences
 from agent.services import count_tokens
 from agent.state import Evidence
+from agent.text import split_sentences, without_citations
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.similarity import cosine
 from tests.agent.conftest import ScriptedChatModel, run_turn
@@ -155,7 +156,7 @@ async def test_answer_sentences_are_embedded_while_the_model_still_writes(
     result = await run_turn(services, "Which planet has the hottest surface?")
     assert result["answer"] == answer, result.get("error")
     assert result["verdict"]["action"] == "accept"
-    first, second = (checked_text(s) for s in split_sentences(answer))
+    first, second = (without_citations(s) for s in split_sentences(answer))
     encoded = dict(counting.times)
     assert encoded[first] < model.token_times[-1], "the first sentence waited for the stream"
     assert encoded[second] > model.token_times[-1]  # the last one is known only at the end

@@ -18,9 +18,9 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from agent.llm import make_chat_model
-from agent.nodes.generate import format_evidence
 from agent.settings import load_settings
 from agent.state import Evidence
+from agent.text import format_evidence
 from eval.scripted_llm import ScriptedLLM, evidence_reply
 from prompts.loader import load_prompt
 from tests.conftest import REPO

@@ -1,0 +1,81 @@
+"""Text facts the nodes share: answer sentences, citation marks, content words, question shapes,
+and how evidence is shown to a model. One home each, so the sentence a node writes is the
+sentence another node checks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from agent.state import Evidence
+
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+"""Where an answer sentence ends: . ! or ? then space, then what starts a sentence."""
+
+CITATION = re.compile(r"\[(\d{1,3})\]")
+_CITATION_WITH_SPACE = re.compile(r"\s*\[\d{1,3}\](?!\w)|\[\d{1,3}\]")
+
+COMPARISON = re.compile(
+    r"\b(or|both|either|neither|compare|comparison|difference|differ|same|versus|vs\.?|"
+    r"older|younger|earlier|later|first|larger|smaller|bigger|more|fewer|longer|shorter|"
+    r"higher|lower|which (one|of))\b",
+    re.IGNORECASE,
+)
+"""Words that make a question compare two or more things (each needs its own search)."""
+
+_STOP_WORDS = (
+    "a an the of in on at to for from by with and or but is are was were be been being do "
+    "does did what which who whom whose when where why how that this these those it its as "
+    "into than then there their they them he she his her i you your we our about one"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_BOUNDARY.split(text.strip()) if s.strip()]
+
+
+def cited_numbers(text: str, limit: int) -> list[int]:
+    """The evidence numbers `text` cites, in order, once each, only those that exist."""
+    return [n for n in dict.fromkeys(int(m) for m in CITATION.findall(text)) if 1 <= n <= limit]
+
+
+def without_citations(sentence: str) -> str:
+    """A sentence without its `[n]` marks (and the space before each): what is embedded and
+    compared, so the vectors are of its words, not of its citations."""
+    return _CITATION_WITH_SPACE.sub("", sentence).strip()
+
+
+def keywords(text: str) -> list[str]:
+    """Content words, first occurrence each, stop words dropped."""
+    words = re.findall(r"[\w'-]+", text)
+    seen: set[str] = set()
+    out = []
+    for w in words:
+        if w.lower() in _STOP or w.lower() in seen:
+            continue
+        seen.add(w.lower())
+        out.append(w)
+    return out
+
+
+def message_text(message: BaseMessage | Any) -> str:
+    """The text of a chat message whose content is a string or a list of content parts."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+    return " ".join(part for part in parts if part)
+
+
+def format_evidence(evidence: list[Evidence]) -> str:
+    """Numbered evidence blocks as the answer writer and the judges see them: `[n]` then where
+    the chunk sits (title > headings), then its text."""
+    blocks = []
+    for n, e in enumerate(evidence, 1):
+        where = " > ".join(p for p in (e["title"], *e["heading_path"]) if p)
+        blocks.append(f"[{n}] {where}\n{e['text'].strip()}")
+    return "\n\n".join(blocks)
