@@ -265,11 +265,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     answers = {q.question: q.answer or "" for q in [*questions, *warmup]}
     model = ScriptedAnswerModel(answers=answers, token_ms=args.token_ms)
     settings = load_settings(data_dir=args.data_dir)
-    stack = RetrievalStack(settings)
     recording = None
     if args.replay_embeddings:
-        recording = RecordingEmbeddings(stack.embeddings)
-        stack.__dict__["embeddings"] = recording
+        recording = RecordingEmbeddings(RetrievalStack(settings).embeddings)
+    stack = RetrievalStack(settings, embeddings=recording)
     names = {c.name for c in stack.store.list_collections()}
     if args.collection not in names:
         docs = corpus_documents(iter_corpus(dataset.corpus_path), dataset.name)

@@ -40,7 +40,8 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext, Effort
 from agent.errors import ConfigError
-from agent.services import Services, usage_entry
+from agent.llm import Role
+from agent.services import Services
 from agent.settings import Settings
 from agent.state import Evidence, UsageEntry
 from agent.text import format_evidence, message_text
@@ -401,7 +402,7 @@ async def run_baseline(
     evidence = [cast(Evidence, chunk_record(c, c.score, i)) for i, c in enumerate(chunks)]
     prompt = load_prompt("generate").format(evidence=format_evidence(evidence))
     messages: list[BaseMessage] = [SystemMessage(prompt), HumanMessage(question)]
-    model = services.chat_model("generator", ctx).bind(max_tokens=ctx.answer_max_tokens)
+    model = services.models.get("generator", ctx).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
     call_started = time.perf_counter()
     try:
@@ -419,7 +420,9 @@ async def run_baseline(
             model_ms=(time.perf_counter() - call_started) * 1000,
             error=f"{type(exc).__name__}: {exc}",
         )
-    usage: UsageEntry = usage_entry(BASELINE, BASELINE, "generator", messages, full, call_started)
+    usage: UsageEntry = services.usage.entry(
+        BASELINE, BASELINE, "generator", messages, full, call_started
+    )
     return TurnOutcome(
         prediction=message_text(full).strip() if full is not None else "",
         evidence=evidence,
@@ -483,12 +486,13 @@ def _call(usage: UsageEntry) -> dict[str, Any]:
 
 async def _warm_up(services: Services, question: str, ctx: AgentContext, collection: str) -> None:
     """Load the models (and start the embedded LLM server) before any turn is timed."""
-    for role in ("generator", "planner", "judge"):
-        await asyncio.to_thread(services.chat_model, role, ctx)
+    roles: tuple[Role, ...] = ("generator", "planner", "judge")
+    for role in roles:
+        await services.models.aget(role, ctx)
     await asyncio.to_thread(
         services.stack.retriever.search, question, collection, k=1, tenant=ctx.tenant
     )
-    await services.reranker.arerank(question, [question], top_n=1)
+    await services.catalog.reranker.arerank(question, [question], top_n=1)
 
 
 async def _run_systems(
@@ -615,12 +619,13 @@ def run_agent_eval(
 
 def _settings_summary(settings: Settings, services: Services) -> dict[str, Any]:
     ctx = AgentContext()
+    reranker = services.catalog.reranker
     return {
         "llm_model": settings.llm_model,
         "llm_endpoint": settings.llm_base_url or "embedded llama.cpp server",
-        "supports_tools": services.supports_tools,
+        "supports_tools": services.models.supports_tools,
         "embedding_model": settings.embedding_model,
-        "reranker": getattr(services.reranker, "name", type(services.reranker).__name__),
+        "reranker": getattr(reranker, "name", type(reranker).__name__),
         "chunk_size": settings.chunk_size,
         "fusion": settings.fusion,
         "agent": {

@@ -43,14 +43,44 @@ def build_graph(
     builder = StateGraph(
         AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("contextualize_query", partial(contextualize_query, services=services))
-    builder.add_node("route_query", partial(route_query, services=services))
-    builder.add_node("decompose_query", partial(decompose_query, services=services))
+    builder.add_node(
+        "contextualize_query",
+        partial(contextualize_query, models=services.models, usage=services.usage),
+    )
+    builder.add_node(
+        "route_query",
+        partial(
+            route_query,
+            catalog=services.catalog,
+            models=services.models,
+            vectors=services.vectors,
+            usage=services.usage,
+        ),
+    )
+    builder.add_node(
+        "decompose_query", partial(decompose_query, models=services.models, usage=services.usage)
+    )
     builder.add_node(RESEARCH, research)
     builder.add_node("research_chain", partial(research_chain, research=research))
     builder.add_node("collect_evidence", collect_evidence)
-    builder.add_node("generate_answer", partial(generate_answer, services=services))
-    builder.add_node("reflect_answer", partial(reflect_answer, services=services))
+    builder.add_node(
+        "generate_answer",
+        partial(
+            generate_answer,
+            models=services.models,
+            vectors=services.vectors,
+            usage=services.usage,
+        ),
+    )
+    builder.add_node(
+        "reflect_answer",
+        partial(
+            reflect_answer,
+            models=services.models,
+            vectors=services.vectors,
+            usage=services.usage,
+        ),
+    )
     builder.add_edge(START, "contextualize_query")
     builder.add_edge("contextualize_query", "route_query")
     builder.add_conditional_edges(

@@ -30,9 +30,20 @@ def build_research_graph(services: Services) -> CompiledStateGraph[Any, Any, Any
         input_schema=ResearchInput,
         output_schema=ResearchOutput,
     )
-    builder.add_node("retrieve_chunks", partial(retrieve_chunks, services=services))
-    builder.add_node("grade_evidence", partial(grade_evidence, services=services))
-    builder.add_node("rewrite_query", partial(rewrite_query, services=services))
+    builder.add_node("retrieve_chunks", partial(retrieve_chunks, catalog=services.catalog))
+    builder.add_node(
+        "grade_evidence",
+        partial(
+            grade_evidence,
+            catalog=services.catalog,
+            models=services.models,
+            vectors=services.vectors,
+            usage=services.usage,
+        ),
+    )
+    builder.add_node(
+        "rewrite_query", partial(rewrite_query, models=services.models, usage=services.usage)
+    )
     builder.add_node("finish_research", finish_research)
     builder.add_edge(START, "retrieve_chunks")
     builder.add_edge("retrieve_chunks", "grade_evidence")

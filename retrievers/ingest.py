@@ -286,11 +286,3 @@ def _batches_of_docs(plans: list[_PlannedDoc], target_chunks: int) -> Iterator[l
             group, size = [], 0
     if group:
         yield group
-
-
-def resolve_paths(paths: Sequence[str | Path]) -> list[Path]:
-    resolved = [Path(p).expanduser() for p in paths]
-    missing = [str(p) for p in resolved if not p.exists()]
-    if missing:
-        raise IngestError(f"No such file or directory: {', '.join(missing)}")
-    return resolved

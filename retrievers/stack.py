@@ -22,8 +22,12 @@ from retrievers.store import QueryOptions, VectorStore, open_store
 
 
 class RetrievalStack:
-    def __init__(self, settings: Settings) -> None:
+    """`embeddings`, when given, is used instead of the model settings name (a process that
+    already holds one shares it)."""
+
+    def __init__(self, settings: Settings, embeddings: EmbeddingModel | None = None) -> None:
         self.settings = settings
+        self._given_embeddings = embeddings
 
     @cached_property
     def store(self) -> VectorStore:
@@ -31,7 +35,7 @@ class RetrievalStack:
 
     @cached_property
     def embeddings(self) -> EmbeddingModel:
-        return make_embeddings(self.settings)
+        return self._given_embeddings or make_embeddings(self.settings)
 
     @cached_property
     def sparse(self) -> Bm25Encoder:

@@ -266,13 +266,15 @@ async def _warm_up(services: Services, status: dict[str, str]) -> None:
     """Load the embedding model and start the LLM before the first question needs them."""
     result: dict[str, str] = {}
     try:
-        await services.embed_query("warm up")
-        await services.embed(["warm up"])  # the copy that answer sentences use, when separate
+        await services.vectors.embed_query("warm up")
+        await services.vectors.embed(
+            ["warm up"]
+        )  # the copy that answer sentences use, when separate
         result["embeddings"] = "ok"
     except Exception as exc:
         result["embeddings"] = f"error: {exc}"
     try:
-        await services.achat_model("generator", AgentContext())
+        await services.models.aget("generator", AgentContext())
         result["llm"] = "ok"
     except Exception as exc:
         result["llm"] = f"error: {exc}"
@@ -672,7 +674,7 @@ def _ingest_uploads(
         report = state.services.stack.ingestor.ingest_documents(
             renamed, collection, description=description, tenant=caller.tenant
         )
-        state.services.forget_collections()
+        state.services.catalog.forget()
     reasons = [
         {"file": _renamed(s.path, names), "reason": s.reason} for s in [*skipped, *report.skipped]
     ]

@@ -226,8 +226,7 @@ def dev_server(tmp_path: Path, minilm: LocalEmbeddings) -> Iterator[DevServer]:
     if not LANGGRAPH.is_file():
         pytest.skip(f"{LANGGRAPH} not found: pip install 'langgraph-cli[inmem]'")
     data_dir = tmp_path / "data"
-    stack = RetrievalStack(load_settings(data_dir=data_dir))
-    stack.__dict__["embeddings"] = minilm
+    stack = RetrievalStack(load_settings(data_dir=data_dir), embeddings=minilm)
     try:
         stack.ingestor.ingest_paths(
             [SAMPLES / "astronomy"], "astronomy", description="Astronomy: planets, stars, the Sun"

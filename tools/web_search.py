@@ -10,19 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
 
 from agent.errors import AgentragError
 
 
 class WebSearchError(AgentragError):
     """The configured web search endpoint failed."""
-
-
-class WebSearchArgs(BaseModel):
-    query: str = Field(description="What to search the web for.")
-    k: int = Field(default=5, ge=1, le=20, description="How many results.")
 
 
 class WebSearch:
@@ -63,17 +56,6 @@ class WebSearch:
             if len(out) >= k:
                 break
         return out
-
-    def as_tool(self) -> BaseTool:
-        async def run(query: str, k: int = 5) -> list[dict[str, str]]:
-            return await self.asearch(query, k)
-
-        return StructuredTool.from_function(
-            coroutine=run,
-            name="web_search",
-            description="Search the web when the team's documents have nothing relevant.",
-            args_schema=WebSearchArgs,
-        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

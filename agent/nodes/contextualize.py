@@ -16,11 +16,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry
 from agent.state import AgentState
 from agent.text import message_text
+from agent.usage import UsageMeter
 from prompts.loader import load_prompt
 
 _FOLLOW_UP = re.compile(
@@ -35,7 +36,7 @@ def looks_like_follow_up(question: str) -> bool:
 
 
 async def contextualize_query(
-    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+    state: AgentState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
 ) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = runtime.context
@@ -75,13 +76,13 @@ async def contextualize_query(
             llm_messages = [SystemMessage(prompt)]
             call_started = time.perf_counter()
             try:
-                reply = await (await services.achat_model("planner", ctx)).ainvoke(llm_messages)
+                reply = await (await models.aget("planner", ctx)).ainvoke(llm_messages)
                 rewritten = message_text(reply).strip().strip('"').splitlines()
                 update["query"] = (
                     rewritten[0].strip() if rewritten and rewritten[0].strip() else question
                 )
                 update["usage"] = [
-                    await ausage_entry(
+                    await usage.aentry(
                         turn, "contextualize_query", "planner", llm_messages, reply, call_started
                     )
                 ]

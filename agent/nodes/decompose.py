@@ -18,11 +18,12 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from agent.budget import exhausted, flag
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry
 from agent.state import PREVIOUS_HOP, AgentState, Plan, SubQuery
 from agent.text import COMPARISON
+from agent.usage import UsageMeter
 from prompts.loader import load_prompt
 
 MIN_SUBQUESTION_WORDS = 4
@@ -90,7 +91,7 @@ def validate(decomposition: Decomposition, question: str, max_subqueries: int) -
 
 
 async def decompose_query(
-    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+    state: AgentState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
 ) -> dict[str, Any]:
     """Records the plan; `after_decompose` runs its sub-queries in parallel or hop by hop."""
     started = time.perf_counter()
@@ -99,19 +100,19 @@ async def decompose_query(
     update: dict[str, Any] = {}
     plan: Plan | None = None
     note = "heuristic plan"
-    if services.supports_tools and not exhausted(state, ctx, llm_calls=1):
+    if models.supports_tools and not exhausted(state, ctx, llm_calls=1):
         prompt = load_prompt("decompose").format(
             question=question, max_subqueries=ctx.max_subqueries
         )
         messages = [SystemMessage(prompt), HumanMessage(question)]
         call_started = time.perf_counter()
         try:
-            model = (await services.achat_model("planner", ctx)).with_structured_output(
+            model = (await models.aget("planner", ctx)).with_structured_output(
                 Decomposition, method="function_calling", include_raw=True
             )
             result: Any = await model.ainvoke(messages)
             update["usage"] = [
-                await ausage_entry(
+                await usage.aentry(
                     turn, "decompose_query", "planner", messages, result.get("raw"), call_started
                 )
             ]

@@ -16,9 +16,9 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, S
 from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag, incomplete
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry, count_tokens
 from agent.state import AgentState, Citation, Evidence
 from agent.text import (
     CITATION,
@@ -29,6 +29,8 @@ from agent.text import (
     split_sentences,
     without_citations,
 )
+from agent.usage import UsageMeter
+from agent.vectors import Vectors
 from prompts.loader import load_prompt
 from retrievers.similarity import cosine_matrix
 
@@ -43,8 +45,8 @@ class SentencePrefetch:
     encoder reads (any real one), that hides most of the answer's encoding behind model time.
     """
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(self, vectors: Vectors) -> None:
+        self._vectors = vectors
         self._pending = ""
         self._tasks: list[asyncio.Task[list[list[float]]]] = []
 
@@ -68,7 +70,7 @@ class SentencePrefetch:
     def _embed(self, sentences: list[str]) -> None:
         for sentence in sentences:
             self._tasks.append(
-                asyncio.create_task(self._services.embed([without_citations(sentence)]))
+                asyncio.create_task(self._vectors.embed([without_citations(sentence)]))
             )
 
     async def settle(self) -> None:
@@ -109,7 +111,7 @@ def extractive_answer(evidence: list[Evidence], question: str) -> str:
     return "From the documents: " + " ".join(lines)
 
 
-async def attach_citations(answer: str, evidence: list[Evidence], services: Services) -> str:
+async def attach_citations(answer: str, evidence: list[Evidence], vectors: Vectors) -> str:
     """Cite each sentence with its most similar chunk, when similar enough.
 
     Reflection embeds the same sentences once the citations are stripped again, so it finds
@@ -117,8 +119,8 @@ async def attach_citations(answer: str, evidence: list[Evidence], services: Serv
     sentences = split_sentences(answer)
     if not sentences or not evidence:
         return answer
-    sent_vecs = await services.embed(sentences)
-    ev_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
+    sent_vecs = await vectors.embed(sentences)
+    ev_vecs = await vectors.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     out = []
     for sentence, scores in zip(sentences, cosine_matrix(sent_vecs, ev_vecs), strict=True):
         best = max(range(len(scores)), key=lambda i: scores[i])
@@ -132,7 +134,12 @@ async def attach_citations(answer: str, evidence: list[Evidence], services: Serv
 
 
 async def generate_answer(
-    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+    state: AgentState,
+    runtime: Runtime[AgentContext],
+    *,
+    models: ChatModels,
+    vectors: Vectors,
+    usage: UsageMeter,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = runtime.context
@@ -168,11 +175,11 @@ async def generate_answer(
         name = "generate_strict" if attempts else "generate"
         system = load_prompt(name).format(evidence=format_evidence(evidence))
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
-    model = (await services.achat_model("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
+    model = (await models.aget("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
-    prefetch = SentencePrefetch(services) if route["kind"] != "direct" else None
+    prefetch = SentencePrefetch(vectors) if route["kind"] != "direct" else None
     # the prompt's token count, in case the model reports none, is taken while the model reads
-    counting = asyncio.create_task(asyncio.to_thread(count_tokens, [system]))
+    counting = asyncio.create_task(asyncio.to_thread(usage.count_tokens, [system]))
     call_started = time.perf_counter()
     try:
         async for chunk in model.astream(messages, config={"tags": ["answer"]}):
@@ -206,7 +213,7 @@ async def generate_answer(
         prefetch.finish()
     await asyncio.gather(counting, return_exceptions=True)
     update["usage"] = [
-        await ausage_entry(
+        await usage.aentry(
             turn, "generate_answer", "generator", messages, full, call_started, finished
         )
     ]
@@ -217,7 +224,7 @@ async def generate_answer(
             answer = extractive_answer(evidence, state["question"])
             flags.append(flag(turn, "empty_answer", "the model wrote nothing"))
         elif not cited_numbers(answer, len(evidence)):
-            answer = await attach_citations(answer, evidence, services)
+            answer = await attach_citations(answer, evidence, vectors)
             flags.append(
                 flag(turn, "citations_added", "the model cited nothing; cited by similarity")
             )

@@ -16,12 +16,15 @@ from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
 
 from agent.budget import flag, research_budget
+from agent.catalog import Catalog
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.errors import AgentragError
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry
 from agent.state import Evidence, Grade, ResearchState
 from agent.text import message_text
+from agent.usage import UsageMeter
+from agent.vectors import Vectors
 from prompts.loader import load_prompt
 from retrievers.similarity import cosine
 
@@ -39,7 +42,13 @@ def classify(candidates: list[Evidence], ctx: AgentContext) -> Grade:
 
 
 async def grade_evidence(
-    state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
+    state: ResearchState,
+    runtime: Runtime[AgentContext],
+    *,
+    catalog: Catalog,
+    models: ChatModels,
+    vectors: Vectors,
+    usage: UsageMeter,
 ) -> dict[str, Any]:
     """Keeps the relevant chunks and sets `retry` when the evidence is thin and a rewrite is
     still within budget; `after_grade` reads it."""
@@ -54,7 +63,7 @@ async def grade_evidence(
     ]
     update: dict[str, Any] = {"retry": False}
     if ambiguous and ctx.effort == "high" and not research_budget(state, ctx, 1):
-        judged, entry = await _judge(state["query"], ambiguous[: ctx.k], ctx, services, turn)
+        judged, entry = await _judge(state["query"], ambiguous[: ctx.k], ctx, turn, models, usage)
         if entry is not None:
             update["usage"] = [entry]
             kept += judged
@@ -88,7 +97,7 @@ async def grade_evidence(
     if thin:
         update["fallback"] = True
         web = (
-            await _web_fallback(state["query"], turn, ctx, services) if services.web_search else []
+            await _web_fallback(state["query"], ctx, catalog, vectors) if catalog.web_search else []
         )
         if web:
             update["kept"] = sorted([*kept, *web], key=lambda c: (c["rank"], -c["relevance"]))[
@@ -102,20 +111,20 @@ async def grade_evidence(
 
 
 async def _web_fallback(
-    query: str, turn: str, ctx: AgentContext, services: Services
+    query: str, ctx: AgentContext, catalog: Catalog, vectors: Vectors
 ) -> list[Evidence]:
     """Web results as evidence, scored against the query like any chunk; failures are flags."""
-    assert services.web_search is not None
+    assert catalog.web_search is not None
     try:
-        results = await services.web_search.asearch(query, ctx.k)
+        results = await catalog.web_search.asearch(query, ctx.k)
     except AgentragError:
         return []
     if not results:
         return []
-    query_vector = await services.embed_query(query)
-    vectors = await services.embed([f"{r['title']}\n{r['text']}" for r in results])
+    query_vector = await vectors.embed_query(query)
+    result_vectors = await vectors.embed([f"{r['title']}\n{r['text']}" for r in results])
     evidence: list[Evidence] = []
-    for r, vector in zip(results, vectors, strict=True):
+    for r, vector in zip(results, result_vectors, strict=True):
         relevance = cosine(query_vector, vector)
         if relevance >= ctx.ambiguous_threshold:
             evidence.append(
@@ -137,7 +146,12 @@ async def _web_fallback(
 
 
 async def _judge(
-    query: str, chunks: list[Evidence], ctx: AgentContext, services: Services, turn: str
+    query: str,
+    chunks: list[Evidence],
+    ctx: AgentContext,
+    turn: str,
+    models: ChatModels,
+    usage: UsageMeter,
 ) -> tuple[list[Evidence], Any]:
     listing = "\n\n".join(
         f"[{i + 1}] {c['title']}: {c['text'][:600]}" for i, c in enumerate(chunks)
@@ -147,7 +161,7 @@ async def _judge(
     messages = [SystemMessage(prompt)]
     started = time.perf_counter()
     try:
-        reply = await (await services.achat_model("judge", ctx)).ainvoke(messages)
+        reply = await (await models.aget("judge", ctx)).ainvoke(messages)
     except Exception:
         return [], None
     text = message_text(reply).lower()
@@ -156,4 +170,4 @@ async def _judge(
     else:
         numbers = {int(n) for n in re.findall(r"\d+", text)}
         chosen = [c for i, c in enumerate(chunks) if i + 1 in numbers]
-    return chosen, await ausage_entry(turn, "grade_evidence", "judge", messages, reply, started)
+    return chosen, await usage.aentry(turn, "grade_evidence", "judge", messages, reply, started)

@@ -16,10 +16,10 @@ from langchain_core.messages import AIMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.nodes.generate import NO_EVIDENCE
-from agent.services import Services, ausage_entry
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 from agent.text import (
     CITATION,
@@ -30,6 +30,8 @@ from agent.text import (
     split_sentences,
     without_citations,
 )
+from agent.usage import UsageMeter
+from agent.vectors import Vectors
 from retrievers.similarity import cosine, cosine_matrix, mean_vector
 
 LEXICAL_SUPPORT = 0.7
@@ -53,7 +55,7 @@ def lexical_support(sentence: str, texts: list[str]) -> float:
 
 
 async def judge_sentences(
-    answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
+    answer: str, evidence: list[Evidence], ctx: AgentContext, vectors: Vectors
 ) -> tuple[list[SentenceVerdict], list[float]]:
     """Chunk-level similarity and word overlap first (stored vectors: cheap); the answer's
     direction, for `answers_question`, is the mean of its sentences'. Only sentences
@@ -64,9 +66,9 @@ async def judge_sentences(
     # the very strings `attach_citations` embedded before it added the citations, and those
     # `SentencePrefetch` embedded while the answer streamed: found cached
     plain = [without_citations(s) for s in sentences]
-    sent_vecs = await services.embed(plain)
+    sent_vecs = await vectors.embed(plain)
     answer_vec = mean_vector(sent_vecs)
-    chunk_vecs = await services.chunk_vectors([(e["id"], e["text"]) for e in evidence])
+    chunk_vecs = await vectors.chunk_vectors([(e["id"], e["text"]) for e in evidence])
     scopes: list[set[int]] = []
     semantic: list[float] = []
     lexical: list[float] = []
@@ -86,7 +88,7 @@ async def judge_sentences(
     if unresolved:
         chosen = {i: _closest_pieces(texts[i], scopes[i], evidence) for i in unresolved}
         pieces = list(dict.fromkeys(p for i in unresolved for p in chosen[i]))
-        piece_vecs = dict(zip(pieces, await services.embed(pieces), strict=True))
+        piece_vecs = dict(zip(pieces, await vectors.embed(pieces), strict=True))
         for i in unresolved:
             if chosen[i]:
                 sims = cosine_matrix([sent_vecs[i]], [piece_vecs[p] for p in chosen[i]])[0]
@@ -133,7 +135,12 @@ def _verdict_open(sentence: str, text: str, evidence_count: int) -> bool:
 
 
 async def reflect_answer(
-    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+    state: AgentState,
+    runtime: Runtime[AgentContext],
+    *,
+    models: ChatModels,
+    vectors: Vectors,
+    usage: UsageMeter,
 ) -> dict[str, Any]:
     """Records the verdict; its action (`regenerate` or not) is what `after_reflect` follows.
     A verdict that ends the turn also adds the answer to the conversation."""
@@ -154,13 +161,13 @@ async def reflect_answer(
         }
         return _finish(state, update, verdict, started, "nothing to check")
 
-    sentences, a_vec = await judge_sentences(answer, evidence, ctx, services)
+    sentences, a_vec = await judge_sentences(answer, evidence, ctx, vectors)
     grounded = bool(sentences) and all(s["supported"] for s in sentences)
-    q_vec = await services.embed_query(state["query"])
+    q_vec = await vectors.embed_query(state["query"])
     answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
     method: Literal["similarity", "llm"] = "similarity"
     if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):
-        verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, services)
+        verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, models, usage)
         if entry is not None:
             update["usage"] = [entry]
             grounded, method = grounded and verdict_llm, "llm"
@@ -207,7 +214,12 @@ def _finish(
 
 
 async def _llm_judge(
-    state: AgentState, answer: str, evidence: list[Evidence], ctx: AgentContext, services: Services
+    state: AgentState,
+    answer: str,
+    evidence: list[Evidence],
+    ctx: AgentContext,
+    models: ChatModels,
+    usage: UsageMeter,
 ) -> tuple[bool, Any]:
     messages = [
         SystemMessage(
@@ -218,10 +230,10 @@ async def _llm_judge(
     ]
     started = time.perf_counter()
     try:
-        reply = await (await services.achat_model("judge", ctx)).ainvoke(messages)
+        reply = await (await models.aget("judge", ctx)).ainvoke(messages)
     except Exception:
         return True, None
     ok = message_text(reply).strip().lower().startswith("yes")
-    return ok, await ausage_entry(
+    return ok, await usage.aentry(
         state["turn"], "reflect_answer", "judge", messages, reply, started
     )

@@ -17,9 +17,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.catalog import Catalog
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services
 from agent.state import Evidence, ResearchState
 from tools.collection_search import title_candidates
 
@@ -45,12 +45,12 @@ def _by_rank(item: Evidence | dict[str, Any]) -> tuple[int, float]:
 
 
 async def retrieve_chunks(
-    state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
+    state: ResearchState, runtime: Runtime[AgentContext], *, catalog: Catalog
 ) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = runtime.context
     query = state["query"]
-    searches = await services.asearches(ctx, state["collections"] or None)
+    searches = await catalog.asearches(ctx, state["collections"] or None)
     per_collection = ctx.k
     results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
     found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]

@@ -15,11 +15,12 @@ from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
 
 from agent.budget import flag, research_budget
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry
 from agent.state import ResearchState
 from agent.text import keywords, message_text
+from agent.usage import UsageMeter
 from prompts.loader import load_prompt
 
 
@@ -30,7 +31,7 @@ def keyword_rewrite(question: str, titles: list[str]) -> str:
 
 
 async def rewrite_query(
-    state: ResearchState, runtime: Runtime[AgentContext], *, services: Services
+    state: ResearchState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
 ) -> dict[str, Any]:
     """A new query, or `stalled` when it repeats one already tried; `after_rewrite` reads it."""
     started = time.perf_counter()
@@ -48,12 +49,12 @@ async def rewrite_query(
         messages = [SystemMessage(prompt)]
         call_started = time.perf_counter()
         try:
-            reply = await (await services.achat_model("planner", ctx)).ainvoke(messages)
+            reply = await (await models.aget("planner", ctx)).ainvoke(messages)
             lines = message_text(reply).strip().strip('"').splitlines()
             if lines and lines[0].strip():
                 new_query, how = lines[0].strip(), "planner"
             update["usage"] = [
-                await ausage_entry(turn, "rewrite_query", "planner", messages, reply, call_started)
+                await usage.aentry(turn, "rewrite_query", "planner", messages, reply, call_started)
             ]
         except Exception as exc:
             update["flags"] = [flag(turn, "llm_error", f"rewrite: {exc}")]

@@ -17,11 +17,14 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from agent.budget import exhausted, flag
+from agent.catalog import Catalog
+from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.services import Services, ausage_entry
 from agent.state import AgentState, Route, RouteKind
 from agent.text import COMPARISON
+from agent.usage import UsageMeter
+from agent.vectors import Vectors
 from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
 from tools.collection_search import tool_name
@@ -58,16 +61,20 @@ def needs_decomposition(question: str) -> bool:
 
 
 async def score_collections(
-    query: str, infos: list[CollectionInfo], ctx: AgentContext, services: Services
+    query: str,
+    infos: list[CollectionInfo],
+    ctx: AgentContext,
+    catalog: Catalog,
+    vectors: Vectors,
 ) -> dict[str, float]:
-    vector = await services.embed_query(query)
-    store = services.stack.store
+    vector = await vectors.embed_query(query)
+    store = catalog.store
     where = PayloadFilter(must={"tenant": ctx.tenant})
 
     def one(info: CollectionInfo) -> float:
         hits = store.query(info.name, dense=vector, limit=3, where=where)
         content = sum(h.score for h in hits) / len(hits) if hits else 0.0
-        described = services.description_vector(info)
+        described = vectors.description(info)
         if described is None:
             return content
         return (1 - DESCRIPTION_WEIGHT) * content + DESCRIPTION_WEIGHT * cosine(vector, described)
@@ -77,14 +84,20 @@ async def score_collections(
 
 
 async def route_query(
-    state: AgentState, runtime: Runtime[AgentContext], *, services: Services
+    state: AgentState,
+    runtime: Runtime[AgentContext],
+    *,
+    catalog: Catalog,
+    models: ChatModels,
+    vectors: Vectors,
+    usage: UsageMeter,
 ) -> dict[str, Any]:
     """Records the route (and, for one search, the one-query plan); `after_route` follows it."""
     started = time.perf_counter()
     ctx = runtime.context
     turn, query = state["turn"], state["query"]
     update: dict[str, Any] = {}
-    infos = await asyncio.to_thread(services.collections, ctx.collections)
+    infos = await asyncio.to_thread(catalog.collections, ctx.collections)
     route: Route
     if not query or is_chit_chat(query):
         route = {"kind": "direct", "collections": [], "scores": {}, "reason": "chit-chat"}
@@ -92,7 +105,7 @@ async def route_query(
         route = {"kind": "direct", "collections": [], "scores": {}, "reason": "no collections"}
         update["flags"] = [flag(turn, "no_collections", "no collection to search")]
     else:
-        scores = await score_collections(query, infos, ctx, services)
+        scores = await score_collections(query, infos, ctx, catalog, vectors)
         best = max(scores.values())
         chosen = sorted(n for n, s in scores.items() if s >= best - SELECT_MARGIN)
         if best < ctx.route_threshold and len(query.split()) <= 3:
@@ -101,8 +114,8 @@ async def route_query(
             reason = f"best collection score {best:.2f}"
             if best < ctx.route_threshold:
                 chosen, reason = sorted(scores), "low similarity everywhere: searching all"
-            elif ctx.effort == "high" and services.supports_tools and len(chosen) > 1:
-                picked, entry = await _tool_choice(state, ctx, services, infos, chosen)
+            elif ctx.effort == "high" and models.supports_tools and len(chosen) > 1:
+                picked, entry = await _tool_choice(state, ctx, chosen, catalog, models, usage)
                 if entry is not None:
                     update["usage"] = [entry]
                 if picked:
@@ -127,13 +140,14 @@ async def route_query(
 async def _tool_choice(
     state: AgentState,
     ctx: AgentContext,
-    services: Services,
-    infos: list[CollectionInfo],
     candidates: list[str],
+    catalog: Catalog,
+    models: ChatModels,
+    usage: UsageMeter,
 ) -> tuple[list[str], Any]:
     if exhausted(state, ctx, llm_calls=1):
         return [], None
-    tools = [s.as_tool() for s in await services.asearches(ctx, candidates)]
+    tools = [s.as_tool() for s in await catalog.asearches(ctx, candidates)]
     by_tool = {tool_name(name): name for name in candidates}
     messages = [
         SystemMessage("Choose the search tools whose collections can answer the question."),
@@ -141,13 +155,13 @@ async def _tool_choice(
     ]
     started = time.perf_counter()
     try:
-        model = (await services.achat_model("planner", ctx)).bind_tools(tools)
+        model = (await models.aget("planner", ctx)).bind_tools(tools)
         reply = await model.ainvoke(messages)
     except Exception:
         return [], None
     picked = sorted(
         {by_tool[c["name"]] for c in getattr(reply, "tool_calls", []) if c["name"] in by_tool}
     )
-    return picked, await ausage_entry(
+    return picked, await usage.aentry(
         state["turn"], "route_query", "planner", messages, reply, started
     )

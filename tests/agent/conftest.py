@@ -57,8 +57,7 @@ def plan_call(mode: str, subquestions: list[str]) -> AIMessage:
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory, minilm: LocalEmbeddings) -> Path:
     """One ingested data dir for the whole session; tests copy it so none sees another's writes."""
     root = tmp_path_factory.mktemp("agent-corpus")
-    stack = RetrievalStack(load_settings(data_dir=root / "data"))
-    stack.__dict__["embeddings"] = minilm
+    stack = RetrievalStack(load_settings(data_dir=root / "data"), embeddings=minilm)
     stack.ingestor.ingest_paths(
         [SAMPLES / "astronomy"], "astronomy", description="Astronomy: planets, stars, the Sun"
     )
@@ -80,11 +79,16 @@ def agent_settings(corpus_dir: Path, tmp_path: Path) -> Settings:
 def make_services(agent_settings: Settings, minilm: LocalEmbeddings) -> Iterator[Any]:
     made: list[Services] = []
 
-    def factory(supports_tools: bool = True, **chat_models: Any) -> Services:
-        stack = RetrievalStack(agent_settings)
-        stack.__dict__["embeddings"] = minilm
+    def factory(
+        supports_tools: bool = True,
+        embeddings: LocalEmbeddings | None = None,
+        settings: Settings | None = None,
+        **chat_models: Any,
+    ) -> Services:
+        settings = settings or agent_settings
+        stack = RetrievalStack(settings, embeddings=embeddings or minilm)
         services = Services(
-            agent_settings,
+            settings,
             stack=stack,
             reranker=EmbeddingReranker(minilm),
             chat_models=chat_models,

@@ -24,8 +24,7 @@ async def test_real_llm_answers_with_a_citation_to_a_retrieved_chunk(
     data = tmp_path / "data"
     copy_store(corpus_dir, data)
     settings = load_settings(data_dir=data)  # no LLM URL: agentrag serves the bundled SmolLM2
-    stack = RetrievalStack(settings)
-    stack.__dict__["embeddings"] = minilm
+    stack = RetrievalStack(settings, embeddings=minilm)
     services = Services(settings, stack=stack, reranker=EmbeddingReranker(minilm))
     try:
         graph = build_graph(services)

@@ -122,7 +122,7 @@ async def test_a_name_reaches_the_title_it_names_with_a_qualifier(
     services = make_services(default=scripted("No [1]."))
     services.stack.ingestor.ingest_documents(GENUS_DOCS, "genera", description="Genera")
     question = "Are Phlebodium and Pieris both ferns?"
-    [search] = await services.asearches(AgentContext(), ["genera"])
+    [search] = await services.catalog.asearches(AgentContext(), ["genera"])
     top = await search.asearch(question, 1)
     linked = await search.alinked(question, [top[0]["text"]], 2, skip_docs=[top[0]["doc_id"]])
     found = [e["doc_id"] for e in linked]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +13,6 @@ from langchain_core.outputs import ChatGenerationChunk
 from agent.context import AgentContext
 from agent.nodes.generate import attach_citations
 from agent.nodes.reflect import PIECES_PER_SENTENCE, _closest_pieces, judge_sentences
-from agent.services import count_tokens
 from agent.state import Evidence
 from agent.text import split_sentences, without_citations
 from retrievers.embeddings import LocalEmbeddings
@@ -57,23 +56,21 @@ def evidence(*texts: str) -> list[Evidence]:
     ]
 
 
-def counting_services(make_services: Any, minilm: LocalEmbeddings) -> tuple[Any, Any]:
-    services = make_services()
+def counting_vectors(make_services: Any, minilm: LocalEmbeddings) -> tuple[Any, Any]:
     counting = CountingEmbeddings(minilm)
-    services.stack.__dict__["embeddings"] = counting
-    return services, counting
+    return make_services(embeddings=counting).vectors, counting
 
 
 async def test_cited_sentence_is_held_to_the_sentences_of_its_chunk(
     make_services: Any, minilm: LocalEmbeddings
 ) -> None:
-    services, counting = counting_services(make_services, minilm)
+    vectors, counting = counting_vectors(make_services, minilm)
     chunks = evidence(ORBITS, VOLCANOES)
     answer = (
         "A year on Mercury lasts eighty-eight days [1]. "
         "Olympus Mons is a famous mountain that many tourists climb every summer."
     )
-    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), services)
+    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), vectors)
     assert [v["supported"] for v in verdicts] == [True, False]
     assert verdicts[0]["cited"] == [1] and verdicts[1]["cited"] == []
     # only the cited chunk's sentences were embedded: the uncited sentence is unsupported
@@ -84,12 +81,12 @@ async def test_cited_sentence_is_held_to_the_sentences_of_its_chunk(
 async def test_only_chunk_sentences_sharing_words_are_compared(
     make_services: Any, minilm: LocalEmbeddings
 ) -> None:
-    services, counting = counting_services(make_services, minilm)
+    vectors, counting = counting_vectors(make_services, minilm)
     chunks = evidence(MERCURY, VOLCANOES)
     # neither the whole chunk (cosine 0.35) nor its words (3 of 7) support the sentence: only
     # the one sentence of the chunk it paraphrases does
     answer = "A full Mercurian year lasts eighty-eight Earth days [1]."
-    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), services)
+    verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), vectors)
     assert verdicts[0]["supported"], verdicts
     pieces = [p for p in split_sentences(MERCURY) if p in counting.encoded]
     assert pieces == ["Its year lasts 88 days."]  # the six sharing no word were never encoded
@@ -110,12 +107,12 @@ def test_closest_pieces_are_few_and_ranked_by_shared_words() -> None:
 async def test_reflection_reuses_the_vectors_citations_were_attached_with(
     make_services: Any, minilm: LocalEmbeddings
 ) -> None:
-    services, counting = counting_services(make_services, minilm)
+    vectors, counting = counting_vectors(make_services, minilm)
     chunks = evidence(ORBITS, VOLCANOES)
-    await services.chunk_vectors([(e["id"], e["text"]) for e in chunks])
+    await vectors.chunk_vectors([(e["id"], e["text"]) for e in chunks])
     answer = "Mercury has no moons. Olympus Mons on Mars is the tallest volcano."
     seen = len(counting.encoded)
-    cited = await attach_citations(answer, chunks, services)
+    cited = await attach_citations(answer, chunks, vectors)
     assert cited == "Mercury has no moons [1]. Olympus Mons on Mars is the tallest volcano [2]."
     # the sentences only: the answer's direction is their mean, not one more encode
     assert counting.encoded[seen:] == [
@@ -123,23 +120,56 @@ async def test_reflection_reuses_the_vectors_citations_were_attached_with(
         "Olympus Mons on Mars is the tallest volcano.",
     ]
     seen = len(counting.encoded)
-    verdicts, answer_vector = await judge_sentences(cited, chunks, AgentContext(), services)
+    verdicts, answer_vector = await judge_sentences(cited, chunks, AgentContext(), vectors)
     assert all(v["supported"] for v in verdicts)
     assert counting.encoded[seen:] == []  # the sentences' vectors came with the citations
-    whole = (await services.embed([answer]))[0]
+    whole = (await vectors.embed([answer]))[0]
     assert cosine(answer_vector, whole) > 0.8
 
 
-class PacedModel(ScriptedChatModel):
-    """Streams its reply a word at a time with a pause, as a hosted model does."""
+GATE_TIMEOUT_S = 60.0
+"""How long a gated model waits for the work it expects to see start before its last token.
+The wait ends at once when that work starts; the limit only stops a broken build hanging."""
 
-    token_times: list[float] = []  # noqa: RUF012 - a pydantic field, copied per instance
+
+class GatedModel(ScriptedChatModel):
+    """Streams its reply a word at a time and, before its last word, waits until `gate` is set
+    by the work the test expects the agent to do while the model is still writing. `log`
+    records the order of words and of that work, whatever the machine's speed."""
+
+    gate: Any = None
+    log: Any = None
+    """The test's own list (typed `Any`: pydantic would copy a `list[str]`)."""
+    opened: bool | None = None
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in self._stream(*args, **kwargs):
-            await asyncio.sleep(0.02)
-            self.token_times.append(time.monotonic())
+        chunks = list(self._stream(*args, **kwargs))
+        for n, chunk in enumerate(chunks):
+            if n == len(chunks) - 1:
+                self.opened = await asyncio.to_thread(self.gate.wait, GATE_TIMEOUT_S)
+            self.log.append(f"token {n}")
             yield chunk
+
+
+def gated(answer: str, gate: threading.Event, log: list[str]) -> GatedModel:
+    return GatedModel(messages=iter([AIMessage(answer)]), seen=[], gate=gate, log=log)
+
+
+class LoggedEmbeddings(CountingEmbeddings):
+    """Logs each text it encodes and sets `gate` once it has encoded `awaited`."""
+
+    def __init__(
+        self, model: LocalEmbeddings, log: list[str], gate: threading.Event, awaited: str
+    ) -> None:
+        super().__init__(model)
+        self.log, self.gate, self.awaited = log, gate, awaited
+
+    def embed_for_comparison(self, texts: list[str]) -> list[list[float]]:
+        vectors = super().embed_for_comparison(texts)
+        self.log.extend(f"encoded {text}" for text in texts)
+        if self.awaited in texts:
+            self.gate.set()
+        return vectors
 
 
 async def test_answer_sentences_are_embedded_while_the_model_still_writes(
@@ -149,52 +179,42 @@ async def test_answer_sentences_are_embedded_while_the_model_still_writes(
         "Venus has the hottest surface of any planet, about 465 degrees Celsius [1]. "
         "Its thick carbon dioxide atmosphere traps heat [1]."
     )
-    model = PacedModel(messages=iter([AIMessage(answer)]), seen=[], token_times=[])
-    services = make_services(default=model)
-    counting = TimedEmbeddings(minilm)
-    services.stack.__dict__["embeddings"] = counting
+    first, second = (without_citations(s) for s in split_sentences(answer))
+    log: list[str] = []
+    gate = threading.Event()
+    model = gated(answer, gate, log)
+    embeddings = LoggedEmbeddings(minilm, log, gate, awaited=first)
+    services = make_services(default=model, embeddings=embeddings)
     result = await run_turn(services, "Which planet has the hottest surface?")
     assert result["answer"] == answer, result.get("error")
     assert result["verdict"]["action"] == "accept"
-    first, second = (without_citations(s) for s in split_sentences(answer))
-    encoded = dict(counting.times)
-    assert encoded[first] < model.token_times[-1], "the first sentence waited for the stream"
-    assert encoded[second] > model.token_times[-1]  # the last one is known only at the end
-    texts = [text for text, _ in counting.times]
-    assert texts.count(first) == 1 and texts.count(second) == 1  # reflection found both cached
+    assert model.opened, "the first sentence was not encoded while the model still wrote"
+    last_token = max(i for i, entry in enumerate(log) if entry.startswith("token"))
+    assert log.index(f"encoded {first}") < last_token
+    assert log.index(f"encoded {second}") > last_token  # the last one is known only at the end
+    assert embeddings.encoded.count(first) == 1 and embeddings.encoded.count(second) == 1
 
 
-async def test_the_prompt_is_counted_while_the_model_writes(
-    make_services: Any, monkeypatch: Any
-) -> None:
+async def test_the_prompt_is_counted_while_the_model_writes(make_services: Any) -> None:
     """A model that reports no usage (the bundled one, when streaming) has its prompt counted
     alongside its stream, not after it."""
-    import agent.nodes.generate as generate
+    answer = "Venus has the hottest surface of any planet, about 465 degrees Celsius [1]."
+    log: list[str] = []
+    gate = threading.Event()
+    model = gated(answer, gate, log)
+    services = make_services(default=model)
+    count = services.usage.count_tokens
+    counted: list[int] = []
 
-    counted: list[tuple[int, float]] = []
-
-    def timed_count(texts: list[str]) -> int:
-        tokens = count_tokens(texts)
-        counted.append((tokens, time.monotonic()))
+    def logged_count(texts: list[str]) -> int:
+        tokens = count(texts)
+        counted.append(tokens)
+        gate.set()
         return tokens
 
-    monkeypatch.setattr(generate, "count_tokens", timed_count)
-    answer = "Venus has the hottest surface of any planet, about 465 degrees Celsius [1]."
-    model = PacedModel(messages=iter([AIMessage(answer)]), seen=[], token_times=[])
-    result = await run_turn(make_services(default=model), "Which planet has the hottest surface?")
+    services.usage.count_tokens = logged_count
+    result = await run_turn(services, "Which planet has the hottest surface?")
     assert result["answer"] == answer, result.get("error")
-    (prompt_tokens, when), *_ = counted
-    assert when < model.token_times[-1]
+    assert model.opened, "the prompt was not counted while the model still wrote"
     usage = next(u for u in result["usage"] if u["node"] == "generate_answer")
-    assert usage["input_tokens"] > prompt_tokens > 0  # the prompt and the question
-
-
-class TimedEmbeddings(CountingEmbeddings):
-    def __init__(self, model: LocalEmbeddings) -> None:
-        super().__init__(model)
-        self.times: list[tuple[str, float]] = []
-
-    def embed_for_comparison(self, texts: list[str]) -> list[list[float]]:
-        vectors = super().embed_for_comparison(texts)
-        self.times.extend((text, time.monotonic()) for text in texts)
-        return vectors
+    assert usage["input_tokens"] > counted[0] > 0  # the prompt and the question

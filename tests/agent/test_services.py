@@ -1,4 +1,4 @@
-"""Services: vector caches, model time that excludes the agent's own counting, similarities."""
+"""Vector caches, usage accounting (model time excludes the agent's own counting), similarities."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.services import ausage_entry, count_tokens, usage_entry
+from agent.usage import UsageMeter
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.similarity import cosine, cosine_matrix
 
@@ -31,14 +31,13 @@ class CountingEmbeddings(LocalEmbeddings):
 
 
 async def test_texts_are_embedded_once(make_services: Any, minilm: LocalEmbeddings) -> None:
-    services = make_services()
     counting = CountingEmbeddings(minilm)
-    services.stack.__dict__["embeddings"] = counting
-    first = await services.embed(["Venus is hot.", "Mars is red.", "Venus is hot."])
-    again = await services.embed(["Mars is red.", "Jupiter is large."])
+    vectors = make_services(embeddings=counting).vectors
+    first = await vectors.embed(["Venus is hot.", "Mars is red.", "Venus is hot."])
+    again = await vectors.embed(["Mars is red.", "Jupiter is large."])
     assert counting.encoded == ["Venus is hot.", "Mars is red.", "Jupiter is large."]
     assert first[0] == first[2] and again[0] == first[1]
-    assert await services.embed([]) == []
+    assert await vectors.embed([]) == []
 
 
 def test_model_time_stops_when_the_reply_is_complete() -> None:
@@ -46,7 +45,7 @@ def test_model_time_stops_when_the_reply_is_complete() -> None:
     started = time.perf_counter()
     finished = started + 0.25
     messages = [HumanMessage("word " * 5000)]
-    entry = usage_entry(
+    entry = UsageMeter().entry(
         "t", "generate_answer", "generator", messages, AIMessage("ok"), started, finished
     )
     assert entry["model_ms"] == pytest.approx(250.0)
@@ -68,7 +67,9 @@ async def test_reported_usage_is_taken_as_reported() -> None:
     reply = AIMessage(
         "ok", usage_metadata={"input_tokens": 1200, "output_tokens": 7, "total_tokens": 1207}
     )
-    entry = await ausage_entry("t", "generate_answer", "generator", [], reply, time.perf_counter())
+    entry = await UsageMeter().aentry(
+        "t", "generate_answer", "generator", [], reply, time.perf_counter()
+    )
     assert (entry["input_tokens"], entry["output_tokens"]) == (1200, 7)
     assert entry["model_ms"] >= 0
 
@@ -84,7 +85,8 @@ def test_tokens_are_counted_per_paragraph_and_each_paragraph_once(
     evidence = "[1] Mercury\nMercury has no moons.\n\n[2] Mars\nOlympus Mons, on Mars, is tall."
     first = f"Answer from the evidence.\n\n{evidence}"
     second = f"Answer strictly from the evidence, citing each sentence.\n\n{evidence}"
-    assert count_tokens([first]) == counter.count([first])[0]
+    meter = UsageMeter()
+    assert meter.count_tokens([first]) == counter.count([first])[0]
     expected = sum(counter.count([second, "Question?"]))
     seen: list[str] = []
     count = counter.count
@@ -94,5 +96,5 @@ def test_tokens_are_counted_per_paragraph_and_each_paragraph_once(
         return count(texts)
 
     monkeypatch.setattr(counter, "count", spy)
-    assert count_tokens([second, "Question?"]) == expected
+    assert meter.count_tokens([second, "Question?"]) == expected
     assert seen == ["Answer strictly from the evidence, citing each sentence.", "Question?"]

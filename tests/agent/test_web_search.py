@@ -74,8 +74,10 @@ def test_web_search_url_is_validated() -> None:
 async def test_poor_evidence_falls_back_to_the_web(
     make_services: Any, searx: str, agent_settings: Any
 ) -> None:
-    services = make_services(default=scripted("France won the 1998 World Cup [1]."))
-    services.settings = agent_settings.model_copy(update={"web_search_url": searx})
+    services = make_services(
+        default=scripted("France won the 1998 World Cup [1]."),
+        settings=agent_settings.model_copy(update={"web_search_url": searx}),
+    )
     ctx = AgentContext(relevance_threshold=0.9, ambiguous_threshold=0.3, max_rewrites=1)
     result = await run_turn(services, "Who won the 1998 football World Cup final?", ctx)
     assert _Searx.queries  # the web was asked only after the documents came up empty

@@ -95,8 +95,7 @@ def write_dataset(root: Path) -> Path:
 def scripted_services(data_dir: Path, minilm: LocalEmbeddings) -> Services:
     """Real store, embeddings and reranker; a chat model that always says "Dijon [1]."."""
     settings = load_settings(data_dir=data_dir, llm_base_url="http://127.0.0.1:9/v1")
-    stack = RetrievalStack(settings)
-    stack.__dict__["embeddings"] = minilm
+    stack = RetrievalStack(settings, embeddings=minilm)
     return Services(
         settings,
         stack=stack,

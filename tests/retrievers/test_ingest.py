@@ -18,8 +18,7 @@ from tests.conftest import SAMPLES
 
 @pytest.fixture
 def stack(settings: Settings, minilm: LocalEmbeddings) -> Iterator[RetrievalStack]:
-    s = RetrievalStack(settings)
-    s.__dict__["embeddings"] = minilm  # share the session's model instead of loading it again
+    s = RetrievalStack(settings, embeddings=minilm)  # the session's model, not loaded again
     yield s
     s.close()
 
