@@ -45,87 +45,46 @@ import platform
 import re
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage, SystemMessage
 
 from agent.context import AgentContext, Effort
 from agent.services import Services
 from agent.settings import load_settings
+from agent.text import split_sentences
 from eval.datasets import Question, iter_corpus, load_retrieval_dataset
 from eval.metrics import percentile
 from eval.retrieval import corpus_documents
+from eval.scripted_llm import ScriptedChatModel
 from graphs.rag import build_graph, recursion_limit
 from retrievers.stack import RetrievalStack
 
 _EVIDENCE_ONE = re.compile(r"^\[1\][^\n]*\n(.+?)(?:\n\n\[2\]|\n</|\Z)", re.MULTILINE | re.DOTALL)
-_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)", re.DOTALL)
 
 
-class ScriptedAnswerModel(BaseChatModel):
-    """Answers instantly from what it is shown: evidence [1]'s first sentence, then the gold
-    answer for the question (looked up by the question text), cited or not."""
+def gold_answer_reply(answers: dict[str, str]) -> Callable[[list[BaseMessage]], str]:
+    """A reply from what the model is shown: evidence [1]'s first sentence, then the gold answer
+    for the question (looked up by the question text), cited or not."""
 
-    answers: dict[str, str]
-    token_ms: float = 0.0
-    """Pause before each streamed token: 0 answers at once (the agent's work is all there is);
-    20 is a hosted model writing 50 tokens a second, which the agent may work alongside."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted-answer"
-
-    def _reply(self, messages: list[BaseMessage]) -> str:
+    def reply(messages: list[BaseMessage]) -> str:
         system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
         question = str(messages[-1].content)
         match = _EVIDENCE_ONE.search(system)
         if match is None:
             return "Hello! Ask me about your documents."
         chunk = " ".join(match.group(1).split())
-        first = _FIRST_SENTENCE.match(chunk)
-        quote = (first.group(1) if first else chunk[:200]).rstrip(".!? ")
-        gold = self.answers.get(question, "not stated")
+        quote = (split_sentences(chunk) or [chunk[:200]])[0].rstrip(".!? ")
+        gold = answers.get(question, "not stated")
         if len(question) % 2:  # small models often cite nothing: the agent then cites for them
             return f"{quote}. The answer to the question is {gold}."
         blocks = re.split(r"^\[\d+\] ", system, flags=re.MULTILINE)[1:]
         where = next((n for n, b in enumerate(blocks, 1) if gold.lower() in b.lower()), 1)
         return f"{quote} [1]. The answer to the question is {gold} [{where}]."
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(self._reply(messages)))])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for token in re.findall(r"\S+\s*", self._reply(messages)):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in self._stream(messages, stop, **kwargs):
-            if self.token_ms:
-                await asyncio.sleep(self.token_ms / 1000)
-            yield chunk
+    return reply
 
 
 class RecordingEmbeddings:
@@ -267,7 +226,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     questions: list[Question] = dataset.questions[args.skip : args.skip + args.limit]
     warmup = dataset.questions[: args.warmup] if args.skip >= args.warmup else []
     answers = {q.question: q.answer or "" for q in [*questions, *warmup]}
-    model = ScriptedAnswerModel(answers=answers, token_ms=args.token_ms)
+    model = ScriptedChatModel(
+        replies=[gold_answer_reply(answers)], repeat=True, token_delay_s=args.token_ms / 1000
+    )
     settings = load_settings(data_dir=args.data_dir)
     recording = None
     if args.replay_embeddings:

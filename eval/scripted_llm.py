@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible chat completions server: a real HTTP LLM endpoint, no model.
+"""A scripted LLM: a real OpenAI-compatible HTTP endpoint, or the same in-process, no model.
 
 Benchmarks and tests of the request path (the chat API under load, cancellation, streaming)
 need an LLM that answers over HTTP exactly like vLLM or OpenAI do, but instantly, cheaply and
@@ -14,10 +14,14 @@ first sentence of evidence [1] and cites it, so reflection accepts it and a turn
 LLM call a real turn costs; otherwise it echoes the opening words of the last user message and
 cites [1]. Token counts are whitespace words, not a real tokenizer's.
 
-In-process (tests)::
+Served in-process (tests)::
 
     with ScriptedLLM(reply="Paris [1].", token_delay_s=0.001) as llm:
         ChatOpenAI(base_url=llm.base_url, api_key="x", model="scripted").invoke("hi")
+
+As a LangChain chat model, no HTTP (graph tests and benchmarks)::
+
+    ScriptedChatModel(replies=["Paris [1]."], repeat=True)
 
 As a process (benchmarks)::
 
@@ -34,22 +38,31 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
 import uvicorn
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from agent.text import split_sentences
 
 __all__ = [
     "DEFAULT_MODEL",
     "LLMStats",
     "Reply",
     "Script",
+    "ScriptedChatModel",
     "ScriptedLLM",
     "create_app",
     "evidence_reply",
@@ -65,7 +78,6 @@ Reply = str | Callable[[Sequence[Message]], str]
 
 _EVIDENCE = re.compile(r"<evidence>\s*(.*?)\s*</evidence>", re.DOTALL)
 _FIRST_BLOCK = re.compile(r"^\[1\][^\n]*\n(.+?)(?:\n\s*\n\[\d+\]|\Z)", re.DOTALL)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _TOKEN = re.compile(r"\s*\S+")
 ECHO_WORDS = 12
 QUOTE_WORDS = 40
@@ -94,7 +106,7 @@ def evidence_reply(messages: Sequence[Message]) -> str:
         block = _FIRST_BLOCK.match(fenced.group(1)) if fenced else None
         if block:
             text = " ".join(block.group(1).split())
-            sentence = _SENTENCE_END.split(text, maxsplit=1)[0]
+            sentence = (split_sentences(text) or [text])[0]
             words = sentence.split()[:QUOTE_WORDS]
             return f"According to the documents, {' '.join(words).rstrip('.!?')} [1]."
     users = [m for m in messages if m.get("role") == "user"]
@@ -305,6 +317,94 @@ def create_app(
             Route("/stats", read_stats, methods=["GET"]),
         ]
     )
+
+
+ModelReply = str | AIMessage | Callable[[list[BaseMessage]], str]
+"""A fixed text, a message (with tool calls, for structured output), or a function of the
+conversation returning the text."""
+
+
+class ScriptedChatModel(BaseChatModel):
+    """The scripted LLM as a LangChain chat model: each call answers with the next of
+    `replies` (the last one again and again when `repeat`), streamed a word at a time, every
+    `token_delay_s`. Like the bundled model when streaming, it reports no token usage, so the
+    agent counts tokens itself. `seen` keeps every conversation it was sent; `calls` counts
+    them."""
+
+    replies: list[Any] = Field(default_factory=list)
+    repeat: bool = False
+    token_delay_s: float = 0.0
+    calls: int = 0
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, Any]:
+        """Tools are accepted and ignored: a scripted reply carries its own tool calls."""
+        return self.bind(**{k: v for k, v in kwargs.items() if k != "ls_structured_output_format"})
+
+    def _next(self, messages: list[BaseMessage]) -> AIMessage:
+        if not self.replies:
+            raise RuntimeError("the scripted model has no reply left for this call")
+        self.calls += 1
+        self.seen.append(messages)
+        reply = self.replies.pop(0)
+        if self.repeat:
+            self.replies.append(reply)
+        if isinstance(reply, AIMessage):
+            return reply
+        return AIMessage(reply(messages) if callable(reply) else reply)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._generate(messages, stop, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        message = self._next(messages)
+        if message.tool_calls:
+            calls = [
+                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": n}
+                for n, c in enumerate(message.tool_calls)
+            ]
+            chunk = AIMessageChunk(content=message.content, tool_call_chunks=calls)  # type: ignore[arg-type]
+            yield ChatGenerationChunk(message=chunk)
+            return
+        for token in split_tokens(str(message.content)):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._stream(messages, stop, **kwargs):
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            yield chunk
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -3,18 +3,17 @@ embedding model, and scripted chat models (the one edge we fake: a model's exact
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.messages import AIMessage
 
 from agent.context import AgentContext
 from agent.services import Services
 from agent.settings import Settings, load_settings
+from eval.scripted_llm import ScriptedChatModel
 from graphs.rag import build_graph, recursion_limit
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.rerank import EmbeddingReranker
@@ -22,22 +21,9 @@ from retrievers.stack import RetrievalStack
 from tests.conftest import SAMPLES, copy_store
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """Replies from a script, one message per call; tool calls pass through structured output."""
-
-    seen: list[list[BaseMessage]] = []  # noqa: RUF012 - a pydantic field, copied per instance
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, Any]:
-        return self.bind(**{k: v for k, v in kwargs.items() if k != "ls_structured_output_format"})
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.seen.append(messages)
-        return super()._generate(messages, *args, **kwargs)
-
-
 def scripted(*replies: str | AIMessage) -> ScriptedChatModel:
-    messages = [r if isinstance(r, AIMessage) else AIMessage(content=r) for r in replies]
-    return ScriptedChatModel(messages=iter(messages), seen=[])
+    """A model that answers its calls with `replies`, in order, and fails on one more call."""
+    return ScriptedChatModel(replies=list(replies))
 
 
 def plan_call(mode: str, subquestions: list[str]) -> AIMessage:

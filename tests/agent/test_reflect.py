@@ -7,7 +7,6 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from agent.context import AgentContext
@@ -15,9 +14,10 @@ from agent.nodes.generate import attach_citations
 from agent.nodes.reflect import PIECES_PER_SENTENCE, _closest_pieces, judge_sentences
 from agent.state import Evidence
 from agent.text import split_sentences, without_citations
+from eval.scripted_llm import ScriptedChatModel
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.similarity import cosine
-from tests.agent.conftest import ScriptedChatModel, run_turn
+from tests.agent.conftest import run_turn
 from tests.agent.test_services import CountingEmbeddings
 
 ORBITS = (
@@ -152,7 +152,7 @@ class GatedModel(ScriptedChatModel):
 
 
 def gated(answer: str, gate: threading.Event, log: list[str]) -> GatedModel:
-    return GatedModel(messages=iter([AIMessage(answer)]), seen=[], gate=gate, log=log)
+    return GatedModel(replies=[answer], gate=gate, log=log)
 
 
 class LoggedEmbeddings(CountingEmbeddings):
