@@ -9,9 +9,10 @@ Effort tiers trade LLM calls for quality: `low` never asks an LLM to plan, grade
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 Effort = Literal["low", "medium", "high"]
+EFFORTS: tuple[Effort, ...] = get_args(Effort)
 
 
 def _doc(text: str) -> dict[str, str]:

@@ -51,7 +51,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, SystemMessage
 
-from agent.context import AgentContext, Effort
+from agent.context import EFFORTS, AgentContext, Effort
 from agent.services import Services
 from agent.settings import load_settings
 from agent.text import split_sentences
@@ -385,7 +385,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40, help="Questions measured.")
     parser.add_argument("--skip", type=int, default=3, help="Questions skipped before those.")
     parser.add_argument("--warmup", type=int, default=3, help="Unmeasured first questions.")
-    parser.add_argument("--effort", action="append", choices=["low", "medium", "high"])
+    parser.add_argument("--effort", action="append", choices=EFFORTS)
     parser.add_argument("--out", type=Path, default=Path("eval/results"))
     parser.add_argument("--tag", default="", help="Suffix of the report's file name.")
     parser.add_argument(

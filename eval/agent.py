@@ -38,7 +38,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, S
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from agent.context import AgentContext, Effort
+from agent.context import EFFORTS, AgentContext, Effort
 from agent.errors import ConfigError
 from agent.llm import Role
 from agent.services import Services
@@ -68,7 +68,6 @@ BASELINE = "baseline"
 BASELINE_K = 10
 """Chunks the baseline hands the answer writer. The agent hands up to `max_evidence`, which may
 differ: the report shows both systems' evidence size next to their gold recall."""
-EFFORTS: tuple[Effort, ...] = ("low", "medium", "high")
 QUALITY_METRICS: tuple[tuple[str, str], ...] = (
     ("gold_recall_all", "gold recall (all gold docs)"),
     ("gold_recall_docs", "gold recall (per gold doc)"),
