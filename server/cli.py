@@ -332,7 +332,8 @@ def ask(
 
     from agent.context import AgentContext
     from agent.services import Services
-    from server.ask import dumps, final_payload, run_turn_streaming
+    from server.ask import dumps, run_turn_streaming
+    from server.events import final_payload
 
     _require_choice("--effort", effort, ("low", "medium", "high"))
     _require_text("question", question)
