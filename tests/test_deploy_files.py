@@ -16,8 +16,8 @@ import typer
 import yaml
 
 from agent.settings import ENV_PREFIX, Settings
+from cli.main import app as cli_app
 from server.app import create_app
-from server.cli import app as cli_app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -133,7 +133,7 @@ def test_dockerfile_cmd_is_a_cli_command_that_parses(pyproject: dict[str, Any]) 
     cmds = [json.loads(args) for keyword, args in dockerfile_instructions() if keyword == "CMD"]
     assert len(cmds) == 1, "one exec-form CMD"
     program, *args = cmds[0]
-    assert pyproject["project"]["scripts"][program] == "server.cli:app"
+    assert pyproject["project"]["scripts"][program] == "cli.main:app"
     group: Any = typer.main.get_command(cli_app)
     command = group.get_command(group.make_context(program, [], resilient_parsing=True), args[0])
     assert command is not None, f"agentrag has no command {args[0]!r}"
