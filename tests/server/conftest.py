@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +25,7 @@ from agent.settings import ApiKeySettings
 from server.app import create_app
 from server.auth import hash_key
 from tests.agent.conftest import agent_settings, corpus_dir, make_services  # noqa: F401
+from tests.ports import free_port
 
 ANSWER = "Venus has the hottest surface of any planet [1]."
 QUESTION_HOT = "Which planet has the hottest surface?"
@@ -111,12 +111,6 @@ def sse_events(lines: Iterator[str]) -> list[dict[str, Any]]:
             events.append(payload)
             name, data = None, []
     return events
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

@@ -21,7 +21,8 @@ from retrievers.embeddings import LocalEmbeddings
 from retrievers.stack import RetrievalStack
 from server.auth import hash_key
 from tests.conftest import REPO, SAMPLES
-from tests.server.conftest import QUESTION_HOT, free_port, sse_events
+from tests.ports import free_port
+from tests.server.conftest import QUESTION_HOT, sse_events
 
 pytestmark = pytest.mark.integration
 
