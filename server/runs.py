@@ -149,7 +149,7 @@ class RunManager:
             # would wait behind it for its first bytes. Start once the stream is open.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.consumer_ready.wait(), timeout=CONSUMER_WAIT_S)
-            async with self._slots:
+            async with self._turn_slot():
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
             self._finish(run, values)
@@ -181,6 +181,16 @@ class RunManager:
             run.finished = True
             run.queue.put_nowait(END)
             asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _turn_slot(self) -> AsyncIterator[None]:
+        """One of the `max_concurrent` slots; turns in line for one are counted (a gauge)."""
+        with self.metrics.runs_waiting.track_inprogress():
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _stream_graph(
         self, run: Run, message: str, ctx: AgentContext, history: list[Any]
