@@ -23,6 +23,7 @@ COPY retrievers ./retrievers
 COPY server ./server
 COPY tools ./tools
 COPY eval ./eval
+COPY cli ./cli
 RUN pip install ".[models]"
 
 RUN useradd --system --create-home --uid 10001 agentrag \

@@ -52,7 +52,7 @@ from eval.retrieval import corpus_documents
 from graphs.rag import build_graph, recursion_limit
 from prompts.loader import load_prompt
 from retrievers.ingest import ProgressSink
-from server.ask import final_payload
+from server.events import final_payload
 from tools.collection_search import chunk_record
 
 __all__ = [

@@ -48,3 +48,8 @@ class Metrics:
         self.runs_in_flight = Gauge(
             "agentrag_runs_in_flight", "Chat turns running now.", registry=self.registry
         )
+        self.runs_waiting = Gauge(
+            "agentrag_runs_waiting",
+            "Chat turns in line for a free slot (max_concurrent_turns); counted in flight too.",
+            registry=self.registry,
+        )

@@ -22,12 +22,11 @@ from langgraph.graph.state import CompiledStateGraph
 from agent.context import AgentContext
 from agent.errors import AgentragError, CollectionNotFoundError
 from graphs.rag import recursion_limit
-from server.ask import final_payload, turn_events
+from server.events import Event, closing_events, error_event, run_event, turn_events
 from server.logs import log, run_id_var, thread_id_var
 from server.metrics import Metrics
 from server.persistence import ThreadIndex, title_of
 
-Event = dict[str, Any]
 END = None
 CONSUMER_WAIT_S = 2.0
 """Longest a run waits for its stream to open before it starts anyway."""
@@ -142,7 +141,7 @@ class RunManager:
         self.metrics.runs_in_flight.inc()
         outcome = "ok"
         try:
-            run.emit({"type": "run", "run_id": run.run_id, "thread_id": run.thread_id})
+            run.emit(run_event(run.run_id, run.thread_id))
             log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
             if new_thread:
                 await self.threads.create(run.thread_id, ctx.tenant, title_of(message))
@@ -150,7 +149,7 @@ class RunManager:
             # would wait behind it for its first bytes. Start once the stream is open.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.consumer_ready.wait(), timeout=CONSUMER_WAIT_S)
-            async with self._slots:
+            async with self._turn_slot():
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
             self._finish(run, values)
@@ -159,7 +158,7 @@ class RunManager:
         except asyncio.CancelledError:
             outcome = "cancelled"
             self.metrics.errors.labels(code="cancelled").inc()
-            run.emit({"type": "error", "code": "cancelled", "message": "The run was cancelled."})
+            run.emit(error_event("cancelled", "The run was cancelled."))
             log(logging.INFO, "run cancelled")
             raise
         except CollectionNotFoundError as exc:
@@ -183,6 +182,16 @@ class RunManager:
             run.queue.put_nowait(END)
             asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
 
+    @contextlib.asynccontextmanager
+    async def _turn_slot(self) -> AsyncIterator[None]:
+        """One of the `max_concurrent` slots; turns in line for one are counted (a gauge)."""
+        with self.metrics.runs_waiting.track_inprogress():
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     async def _stream_graph(
         self, run: Run, message: str, ctx: AgentContext, history: list[Any]
     ) -> dict[str, Any]:
@@ -205,40 +214,31 @@ class RunManager:
         return dict(state.values)
 
     def _finish(self, run: Run, values: dict[str, Any]) -> None:
-        values["thread_id"] = run.thread_id
-        payload = final_payload(values)
-        if not run.tokens and payload["answer"]:
-            run.emit({"type": "token", "text": payload["answer"]})
-        texts = {e["id"]: e["text"] for e in values.get("evidence") or []}
-        citations = [{**c, "text": texts.get(c["id"], "")} for c in payload["citations"]]
-        for citation in citations:
-            run.emit({"type": "citation", **citation})
-        usage = payload["usage"]
+        first = run.first_token_ms
+        total_ms = (time.perf_counter() - run.started) * 1000
+        events = closing_events(
+            values,
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            tokens_streamed=run.tokens > 0,
+            total_ms=total_ms,
+            first_token_ms=first,
+        )
+        done = events[-1]
+        usage = done["usage"]
         self.metrics.llm_calls.inc(usage["llm_calls"])
         self.metrics.tokens.labels(direction="input").inc(usage["input_tokens"])
         self.metrics.tokens.labels(direction="output").inc(usage["output_tokens"])
-        if payload.get("error"):
-            self.metrics.errors.labels(code=payload["error"].get("code", "agent_error")).inc()
-        total_ms = (time.perf_counter() - run.started) * 1000
-        first = run.first_token_ms
-        done = {
-            "type": "done",
-            **payload,
-            "run_id": run.run_id,
-            "thread_id": run.thread_id,
-            "citations": citations,
-            "timings": {
-                "total_ms": round(total_ms, 1),
-                "first_token_ms": round(first, 1) if first is not None else None,
-            },
-        }
+        if done.get("error"):
+            self.metrics.errors.labels(code=done["error"].get("code", "agent_error")).inc()
         log(logging.INFO, "run finished", ms=round(total_ms, 1), llm_calls=usage["llm_calls"])
-        run.emit(done)
+        for event in events:
+            run.emit(event)
 
     def _fail(self, run: Run, code: str, message: str) -> None:
         self.metrics.errors.labels(code=code).inc()
         log(logging.WARNING, "run failed", code=code, error=message)
-        run.emit({"type": "error", "code": code, "message": message})
+        run.emit(error_event(code, message))
 
     async def shutdown(self) -> None:
         tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]

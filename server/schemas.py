@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Effort = Literal["low", "medium", "high"]
+from agent.context import Effort
 
 
 class ChatRequest(BaseModel):

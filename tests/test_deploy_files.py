@@ -16,8 +16,8 @@ import typer
 import yaml
 
 from agent.settings import ENV_PREFIX, Settings
+from cli.main import app as cli_app
 from server.app import create_app
-from server.cli import app as cli_app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -106,8 +106,7 @@ def test_compose_wiring_validates_and_points_at_its_services(compose: dict[str, 
 
 
 def test_healthcheck_probes_readiness(compose: dict[str, Any]) -> None:
-    paths = {getattr(route, "path", "") for route in create_app().routes}
-    assert "/readyz" in paths
+    assert create_app().url_path_for("readyz") == "/readyz"
     test = compose["services"]["agentrag"]["healthcheck"]["test"]
     assert "/readyz" in " ".join(test)
     assert "/readyz" in DOCKERFILE.read_text().split("HEALTHCHECK", 1)[1].split("\n\n")[0]
@@ -134,7 +133,7 @@ def test_dockerfile_cmd_is_a_cli_command_that_parses(pyproject: dict[str, Any]) 
     cmds = [json.loads(args) for keyword, args in dockerfile_instructions() if keyword == "CMD"]
     assert len(cmds) == 1, "one exec-form CMD"
     program, *args = cmds[0]
-    assert pyproject["project"]["scripts"][program] == "server.cli:app"
+    assert pyproject["project"]["scripts"][program] == "cli.main:app"
     group: Any = typer.main.get_command(cli_app)
     command = group.get_command(group.make_context(program, [], resilient_parsing=True), args[0])
     assert command is not None, f"agentrag has no command {args[0]!r}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,12 +19,14 @@ from fastapi.testclient import TestClient
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from agent.services import Services
 from agent.settings import ApiKeySettings
 from server.app import create_app
 from server.auth import hash_key
 from tests.agent.conftest import agent_settings, corpus_dir, make_services  # noqa: F401
+from tests.ports import free_port
 
 ANSWER = "Venus has the hottest surface of any planet [1]."
 QUESTION_HOT = "Which planet has the hottest surface?"
@@ -33,27 +34,51 @@ QUESTION_HOT = "Which planet has the hottest surface?"
 
 class LoopingChatModel(GenericFakeChatModel):
     """Answers every call with the same text, streamed word by word, optionally slowly;
-    counts calls so tests can see when the agent stops calling it."""
+    counts calls so tests can see when the agent stops calling it.
+
+    With `pause_after=n`, a streamed answer stops after its first n chunks until the test sets
+    `resume`: a turn a test can hold in the middle of its answer for as long as it needs."""
 
     calls: int = 0
     delay_s: float = 0.0
+    pause_after: int | None = None
+    resume: threading.Event = Field(default_factory=threading.Event, exclude=True)
+    finished_before_start: list[int] = Field(default_factory=list)
+    """For each call, how many calls had finished when it started."""
+    finished: int = 0
 
     async def _astream(
         self, messages: list[BaseMessage], *args: Any, **kwargs: Any
     ) -> AsyncIterator[ChatGenerationChunk]:
-        self.calls += 1
+        self._started()
+        sent = 0
         async for chunk in super()._astream(messages, *args, **kwargs):
+            if sent == self.pause_after:
+                while not self.resume.is_set():
+                    await asyncio.sleep(0.01)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             yield chunk
+            sent += 1
+        self.finished += 1
 
     async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self._started()
+        result = await super()._agenerate(messages, *args, **kwargs)
+        self.finished += 1
+        return result
+
+    def _started(self) -> None:
         self.calls += 1
-        return await super()._agenerate(messages, *args, **kwargs)
+        self.finished_before_start.append(self.finished)
 
 
-def looping(text: str = ANSWER, delay_s: float = 0.0) -> LoopingChatModel:
-    return LoopingChatModel(messages=cycle([AIMessage(content=text)]), delay_s=delay_s)
+def looping(
+    text: str = ANSWER, delay_s: float = 0.0, pause_after: int | None = None
+) -> LoopingChatModel:
+    return LoopingChatModel(
+        messages=cycle([AIMessage(content=text)]), delay_s=delay_s, pause_after=pause_after
+    )
 
 
 @pytest.fixture
@@ -111,12 +136,6 @@ def sse_events(lines: Iterator[str]) -> list[dict[str, Any]]:
             events.append(payload)
             name, data = None, []
     return events
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

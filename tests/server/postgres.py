@@ -15,7 +15,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from tests.ports import free_port
 
 REQUIRE_ENV = "AGENTRAG_REQUIRE_POSTGRES"
 SERVER_USER = "postgres"
@@ -64,12 +65,6 @@ def postgres_bin_dir() -> Path | None:
         if all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
             return bindir
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -160,7 +155,7 @@ def start_postgres() -> PostgresServer:
     root = Path(tempfile.mkdtemp(prefix="agentrag-pg-"))
     if run_as is not None:
         os.chown(root, run_as.pw_uid, run_as.pw_gid)
-    server = PostgresServer(bindir, root, _free_port(), run_as)
+    server = PostgresServer(bindir, root, free_port(), run_as)
     try:
         server.init()
         for attempt in range(3):
@@ -171,7 +166,7 @@ def start_postgres() -> PostgresServer:
                 # Another process may have taken the port between choosing and binding it.
                 if attempt == 2:
                     raise
-                server.port = _free_port()
+                server.port = free_port()
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

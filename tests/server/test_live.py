@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -24,31 +24,41 @@ from tests.server.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
 
 
-@pytest.fixture
-def slow_model() -> LoopingChatModel:
-    return looping(" ".join(["word"] * 200) + " [1].", delay_s=0.02)
+def metrics_show(server: LiveServer, *lines: str) -> bool:
+    text = httpx.get(server.url + "/metrics").text.splitlines()
+    return all(line in text for line in lines)
 
 
 @pytest.fixture
-def slow_server(make_services: Callable[..., Services], slow_model: LoopingChatModel) -> LiveServer:
-    services = make_services(supports_tools=False, default=slow_model)
+def held_model() -> Iterator[LoopingChatModel]:
+    """A long answer that stops after three chunks until the test sets `resume`."""
+    model = looping(" ".join(["word"] * 200) + " [1].", pause_after=3)
+    yield model
+    model.resume.set()
+
+
+@pytest.fixture
+def held_server(
+    make_services: Callable[..., Services], held_model: LoopingChatModel
+) -> Iterator[LiveServer]:
+    services = make_services(supports_tools=False, default=held_model)
     with LiveServer(create_app(services.settings, services)) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 def test_cancel_endpoint_stops_the_run(
-    slow_server: LiveServer, slow_model: LoopingChatModel
+    held_server: LiveServer, held_model: LoopingChatModel
 ) -> None:
     events = []
     with (
-        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        httpx.Client(base_url=held_server.url, timeout=30) as client,
         client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
     ):
         name = None
@@ -65,51 +75,51 @@ def test_cancel_endpoint_stops_the_run(
     assert events[-1]["type"] == "error" and events[-1]["code"] == "cancelled"
     tokens = [e for e in events if e["type"] == "token"]
     assert len(tokens) < 100, "the answer kept streaming after the cancel"
-    calls = slow_model.calls
-    time.sleep(0.5)
-    assert slow_model.calls == calls == 1
-    metrics = httpx.get(slow_server.url + "/metrics").text
-    assert 'agentrag_turns_total{outcome="cancelled"} 1.0' in metrics
-    assert "agentrag_runs_in_flight 0.0" in metrics
+    # The stream ended after the run's task: the graph, and every LLM call it could start, is
+    # over. Letting the model go on now must change nothing.
+    held_model.resume.set()
+    assert metrics_show(
+        held_server, 'agentrag_turns_total{outcome="cancelled"} 1.0', "agentrag_runs_in_flight 0.0"
+    )
+    assert held_model.calls == 1
+    assert held_model.finished == 0, "the cancelled answer was written to its end"
 
 
 def test_client_disconnect_stops_the_run(
-    slow_server: LiveServer, slow_model: LoopingChatModel
+    held_server: LiveServer, held_model: LoopingChatModel
 ) -> None:
     with (
-        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        httpx.Client(base_url=held_server.url, timeout=30) as client,
         client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
     ):
         for line in resp.iter_lines():
             if line.startswith("event: token"):
                 break  # leave: closes the connection mid-answer
 
-    def cancelled() -> bool:
-        metrics = httpx.get(slow_server.url + "/metrics").text
-        return 'agentrag_turns_total{outcome="cancelled"} 1.0' in metrics
-
-    wait_until(cancelled)
-    assert slow_model.calls == 1
-    time.sleep(0.5)
-    assert slow_model.calls == 1, "an LLM call started after the client left"
+    # counted once the run's task has ended: no LLM call of it can start after that
+    wait_until(lambda: metrics_show(held_server, 'agentrag_turns_total{outcome="cancelled"} 1.0'))
+    held_model.resume.set()
+    assert held_model.calls == 1, "an LLM call started after the client left"
+    assert held_model.finished == 0
     # the thread is free again: a new turn on it runs
-    threads = httpx.get(slow_server.url + "/v1/threads").json()["threads"]
+    threads = httpx.get(held_server.url + "/v1/threads").json()["threads"]
     resp = httpx.post(
-        slow_server.url + "/v1/chat",
+        held_server.url + "/v1/chat",
         json={"message": "hello there", "thread_id": threads[0]["thread_id"], "stream": False},
         timeout=60,
     )
     assert resp.status_code == 200
 
 
-def test_busy_thread_is_409(slow_server: LiveServer) -> None:
+def test_busy_thread_is_409(held_server: LiveServer) -> None:
     with (
-        httpx.Client(base_url=slow_server.url, timeout=30) as client,
+        httpx.Client(base_url=held_server.url, timeout=30) as client,
         client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
     ):
         lines = resp.iter_lines()  # held open: dropping the iterator closes the connection
         first = next(line for line in lines if line.startswith("data:"))
         thread = json.loads(first[5:])["thread_id"]
+        next(line for line in lines if line.startswith("event: token"))  # held mid-answer
         busy = client.post("/v1/chat", json={"message": "more", "thread_id": thread})
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
         client.post(f"/v1/runs/{json.loads(first[5:])['run_id']}/cancel")
@@ -179,11 +189,11 @@ def test_openai_errors(live: LiveServer) -> None:
 
 
 def test_turns_over_the_limit_wait_in_line(
-    make_services: Callable[..., Services], slow_model: LoopingChatModel
+    make_services: Callable[..., Services], held_model: LoopingChatModel
 ) -> None:
-    """With one turn at a time, a second caller gets its `run` event at once and its first
-    answer token only after the first turn is done."""
-    services = make_services(supports_tools=False, default=slow_model)
+    """With one turn at a time, a second caller gets its `run` event at once and its answer
+    only after the first turn is done."""
+    services = make_services(supports_tools=False, default=held_model)
     settings = services.settings.model_copy(update={"max_concurrent_turns": 1})
     with (
         LiveServer(create_app(settings, services)) as server,
@@ -192,14 +202,18 @@ def test_turns_over_the_limit_wait_in_line(
     ):
         first_lines = first.iter_lines()
         next(line for line in first_lines if line.startswith("event: token"))
+        # the first turn holds the only slot, stopped in the middle of its answer
         with client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as second:
-            second_started = time.monotonic()
             second_events = second.iter_lines()
             assert next(second_events) == "event: run"
-            assert time.monotonic() - second_started < 2, "the run event waited"
+            wait_until(lambda: metrics_show(server, "agentrag_runs_waiting 1.0"))
+            assert held_model.calls == 1
+            held_model.resume.set()
             first_events = sse_events(first_lines)
             assert first_events[-1]["type"] == "done"
-            first_finished = time.monotonic() - second_started
             done = sse_events(second_events)[-1]
+        assert metrics_show(server, "agentrag_runs_waiting 0.0")
     assert done["type"] == "done"
-    assert done["timings"]["first_token_ms"] / 1000 >= first_finished - 0.5
+    # every LLM call started after the one before it had finished: the turns never overlapped
+    assert held_model.finished_before_start == list(range(held_model.calls))
+    assert held_model.calls >= 2

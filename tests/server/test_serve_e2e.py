@@ -20,12 +20,14 @@ from eval.scripted_llm import ScriptedLLM
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.stack import RetrievalStack
 from server.auth import hash_key
-from tests.conftest import SAMPLES
-from tests.server.conftest import QUESTION_HOT, free_port, sse_events
+from tests.conftest import REPO, SAMPLES
+from tests.ports import free_port
+from tests.server.conftest import QUESTION_HOT, sse_events
 
 pytestmark = pytest.mark.integration
 
-AGENTRAG = Path(sys.executable).with_name("agentrag")
+AGENTRAG = [sys.executable, "-m", "cli"]
+"""The `agentrag` command of this checkout, whichever entry point the environment installed."""
 KEY = "ar-e2e-secret"
 
 
@@ -44,6 +46,7 @@ def served(tmp_path: Path, minilm: LocalEmbeddings) -> Iterator[tuple[str, Scrip
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "AGENTRAG_DATA_DIR": str(data_dir),
             "AGENTRAG_LLM_BASE_URL": llm.base_url,
             "AGENTRAG_LLM_MODEL": "scripted",
@@ -53,7 +56,7 @@ def served(tmp_path: Path, minilm: LocalEmbeddings) -> Iterator[tuple[str, Scrip
         }
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [str(AGENTRAG), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [*AGENTRAG, "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,25 +1,30 @@
-"""Running one chat turn from the command line: stream progress and answer tokens as they come.
+"""A turn's graph output as the events of the chat stream, in one place.
 
-The graph is streamed with `updates` (what each node decided) and `messages` (LLM tokens);
-only tokens of the answer writer reach the answer line, never the planner's or the judge's.
+The graph is streamed with `updates` (what each node decided), `messages` (LLM tokens) and
+`custom` (events nodes write themselves: retrieval, grade, rewrite); only tokens of the answer
+writer become `token` events, never the planner's or the judge's. The SSE endpoint, the
+OpenAI-compatible endpoint and the command line all read these events; their shapes are
+documented by the models in `server.schemas` and read by the web page (`static/app.js`).
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.context import AgentContext
-from agent.services import Services
-from graphs.rag import build_graph, recursion_limit
-from server.persistence import open_persistence
 
 ANSWER_NODE = "generate_answer"
 
-
 Event = dict[str, Any]
+
+
+def run_event(run_id: str, thread_id: str) -> Event:
+    return {"type": "run", "run_id": run_id, "thread_id": thread_id}
+
+
+def error_event(code: str, message: str) -> Event:
+    return {"type": "error", "code": code, "message": message}
 
 
 def progress_events(namespace: tuple[str, ...], update: dict[str, Any]) -> list[Event]:
@@ -45,7 +50,7 @@ async def turn_events(
     graph: Any, turn_input: dict[str, Any], config: Any, ctx: AgentContext
 ) -> AsyncIterator[Event]:
     """Run one turn and yield what it does as events: progress, then answer tokens (the answer
-    writer's only), in the order they happen. The CLI prints them; the chat API streams them."""
+    writer's only), in the order they happen."""
     stream: AsyncIterator[Any] = graph.astream(
         turn_input,
         config,
@@ -65,32 +70,9 @@ async def turn_events(
                 yield event
 
 
-async def run_turn_streaming(
-    services: Services,
-    question: str,
-    ctx: AgentContext,
-    *,
-    thread_id: str | None = None,
-    on_event: Callable[[Event], None],
-) -> dict[str, Any]:
-    """Run one turn, calling `on_event` for progress and tokens; returns the final state."""
-    thread = thread_id or uuid.uuid4().hex
-    async with open_persistence(services.settings) as persistence:
-        graph = build_graph(services, checkpointer=persistence.checkpointer)
-        config: Any = {
-            "configurable": {"thread_id": thread},
-            "recursion_limit": recursion_limit(ctx),
-        }
-        on_event({"type": "run", "thread_id": thread})
-        async for event in turn_events(graph, {"messages": [("user", question)]}, config, ctx):
-            on_event(event)
-        state = await graph.aget_state(config)
-    values = dict(state.values)
-    values["thread_id"] = thread
-    return values
-
-
 def final_payload(values: dict[str, Any]) -> dict[str, Any]:
+    """The outcome of the turn that ended in the graph state `values` (the thread's state holds
+    every turn's flags, usage and steps: only the last turn's are kept)."""
     turn = values.get("turn")
     usage = [u for u in values.get("usage") or [] if u.get("turn") == turn]
     return {
@@ -112,5 +94,36 @@ def final_payload(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dumps(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, indent=2, default=str)
+def closing_events(
+    values: dict[str, Any],
+    *,
+    run_id: str,
+    thread_id: str,
+    tokens_streamed: bool,
+    total_ms: float,
+    first_token_ms: float | None,
+) -> list[Event]:
+    """The events that end a turn that ran to its end: the answer as one `token` when none
+    streamed (a model that does not stream, or an answer not written by the answer writer),
+    one `citation` per cited chunk with the chunk's text, then `done`."""
+    payload = final_payload({**values, "thread_id": thread_id})
+    events: list[Event] = []
+    if not tokens_streamed and payload["answer"]:
+        events.append({"type": "token", "text": payload["answer"]})
+    texts = {e["id"]: e["text"] for e in values.get("evidence") or []}
+    citations = [{**c, "text": texts.get(c["id"], "")} for c in payload["citations"]]
+    events.extend({"type": "citation", **citation} for citation in citations)
+    events.append(
+        {
+            "type": "done",
+            **payload,
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "citations": citations,
+            "timings": {
+                "total_ms": round(total_ms, 1),
+                "first_token_ms": round(first_token_ms, 1) if first_token_ms is not None else None,
+            },
+        }
+    )
+    return events

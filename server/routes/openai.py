@@ -13,21 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from server import schemas
-from server.app import (
-    ERROR_STATUS,
-    ApiError,
-    Caller,
-    State,
-    begin_turn,
-    error_response,
-    finished_run,
-)
+from server.deps import Caller, State
+from server.errors import ApiError, run_error_response
+from server.events import Event
+from server.runs import Run
+from server.turns import begin_turn, finished_run
+
+router = APIRouter(tags=["openai"])
 
 MODELS: dict[str, str] = {
     "agentrag": "medium",
@@ -81,92 +79,86 @@ class CompletionRequest(BaseModel):
     )
 
 
-def openai_routes(app: FastAPI) -> None:
-    @app.get("/v1/models", tags=["openai"])
-    async def list_models(caller: Caller) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "agentrag"}
-                for name in MODELS
-            ],
-        }
+@router.get("/v1/models")
+async def list_models(caller: Caller) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "agentrag"} for name in MODELS
+        ],
+    }
 
-    @app.post(
-        "/v1/chat/completions",
-        tags=["openai"],
-        responses={
-            400: {"model": schemas.ErrorResponse},
-            404: {"model": schemas.ErrorResponse},
-            422: {"model": schemas.ErrorResponse},
-        },
+
+@router.post(
+    "/v1/chat/completions",
+    responses={
+        400: {"model": schemas.ErrorResponse},
+        404: {"model": schemas.ErrorResponse},
+        422: {"model": schemas.ErrorResponse},
+    },
+)
+async def chat_completions(
+    body: CompletionRequest, request: Request, state: State, caller: Caller
+) -> Response:
+    if body.model not in MODELS:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"No model {body.model!r}. Models: {', '.join(MODELS)}.",
+        )
+    last = body.messages[-1]
+    question = last.text()
+    if last.role != "user" or not question.strip():
+        raise ApiError(422, "invalid_request", "The last message must be a user message with text.")
+    history: list[Any] = []
+    if body.thread_id is None:
+        history = [
+            (m.role, m.text())
+            for m in body.messages[:-1]
+            if m.role in ("user", "assistant") and m.text().strip()
+        ]
+    run = await begin_turn(
+        state,
+        caller,
+        message=question,
+        thread_id=body.thread_id,
+        collections=body.collections,
+        effort=MODELS[body.model],
+        history=history,
+        streaming=body.stream,
     )
-    async def chat_completions(
-        body: CompletionRequest, request: Request, state: State, caller: Caller
-    ) -> Response:
-        if body.model not in MODELS:
-            raise ApiError(
-                404,
-                "model_not_found",
-                f"No model {body.model!r}. Models: {', '.join(MODELS)}.",
-            )
-        last = body.messages[-1]
-        question = last.text()
-        if last.role != "user" or not question.strip():
-            raise ApiError(
-                422, "invalid_request", "The last message must be a user message with text."
-            )
-        history: list[Any] = []
-        if body.thread_id is None:
-            history = [
-                (m.role, m.text())
-                for m in body.messages[:-1]
-                if m.role in ("user", "assistant") and m.text().strip()
-            ]
-        run = await begin_turn(
-            state,
-            caller,
-            message=question,
-            thread_id=body.thread_id,
-            collections=body.collections,
-            effort=MODELS[body.model],
-            history=history,
-            streaming=body.stream,
+    created = int(time.time())
+    completion_id = f"chatcmpl-{run.run_id}"
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(
+            _stream(run, body.model, completion_id, created, include_usage), ping=15
         )
-        created = int(time.time())
-        completion_id = f"chatcmpl-{run.run_id}"
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventSourceResponse(
-                _stream(run, body.model, completion_id, created, include_usage), ping=15
-            )
-        result = await finished_run(run, request)
-        if result["type"] == "error":
-            return error_response(
-                ERROR_STATUS.get(result["code"], 500), result["code"], result["message"]
-            )
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result["answer"]},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage(result),
-                "citations": result["citations"],
-                "thread_id": result["thread_id"],
-                "agentrag": _extras(result),
-            }
-        )
+    result = await finished_run(run, request)
+    if result["type"] == "error":
+        return run_error_response(result)
+    return JSONResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result["answer"]},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(result),
+            "citations": result["citations"],
+            "thread_id": result["thread_id"],
+            "agentrag": _extras(result),
+        }
+    )
 
 
-def _usage(done: dict[str, Any]) -> dict[str, int]:
+def _usage(done: Event) -> dict[str, int]:
     usage = done["usage"]
     return {
         "prompt_tokens": usage["input_tokens"],
@@ -175,7 +167,7 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def _extras(done: dict[str, Any]) -> dict[str, Any]:
+def _extras(done: Event) -> dict[str, Any]:
     return {
         "run_id": done["run_id"],
         "verdict": done.get("verdict"),
@@ -185,7 +177,7 @@ def _extras(done: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _stream(
-    run: Any, model: str, completion_id: str, created: int, include_usage: bool
+    run: Run, model: str, completion_id: str, created: int, include_usage: bool
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         return json.dumps(
@@ -214,7 +206,7 @@ async def _stream(
     yield "[DONE]"
 
 
-def _frames(event: dict[str, Any], chunk: Any, streamed: bool, include_usage: bool) -> list[str]:
+def _frames(event: Event, chunk: Any, streamed: bool, include_usage: bool) -> list[str]:
     kind = event["type"]
     if kind == "token":
         return [chunk({"content": event["text"]})]

@@ -1,0 +1,5 @@
+"""`python -m cli`: the `agentrag` command without its installed entry point."""
+
+from cli.main import app
+
+app(prog_name="agentrag")

@@ -1,0 +1,110 @@
+"""What runs around every request: the body-size limit and, when configured, CORS."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent.errors import ConfigError
+from agent.settings import Settings, get_settings
+from server.deps import AppState
+from server.errors import error_response
+
+DEFAULT_LIMITS = (
+    Settings.model_fields["max_request_bytes"].default,
+    Settings.model_fields["max_upload_bytes"].default,
+)
+RECEIVED_AT = "agentrag.received_at"
+"""ASGI scope key: when the request reached the server (for the first-event metric)."""
+
+
+class BodyLimit:
+    """Rejects bodies over the limit before the app reads them (413), also when a client sends
+    no Content-Length. Uploads (multipart) have their own, larger limit.
+
+    The limits are the running app's settings; before its lifespan has started, those given to
+    `create_app`, else the defaults."""
+
+    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
+        self.app = app
+        self.settings = settings
+
+    def limits(self, scope: Scope) -> tuple[int, int]:
+        owner = scope.get("app")
+        state: AppState | None = getattr(getattr(owner, "state", None), "agentrag", None)
+        cfg = state.settings if state else self.settings
+        if cfg is None:
+            return DEFAULT_LIMITS
+        return cfg.max_request_bytes, cfg.max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[RECEIVED_AT] = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        json_limit, upload_limit = self.limits(scope)
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        limit = upload_limit if multipart else json_limit
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit, scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(limit, scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(
+        413, "request_too_large", f"The request body is larger than {limit} bytes."
+    )
+    await response(scope, receive, send)
+
+
+def add_cors(app: FastAPI, settings: Settings | None) -> None:
+    """CORS for the configured origins. Middleware cannot be added once the app runs, so the
+    origins are read when the app is built: from `settings`, else the process's settings."""
+    origins = (settings.cors_origins if settings else None) or _env_cors()
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+
+
+def _env_cors() -> list[str]:
+    try:
+        return get_settings().cors_origins
+    except ConfigError:
+        return []

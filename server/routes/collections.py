@@ -1,0 +1,106 @@
+"""`/v1/collections`: the document collections a caller may search, and uploads into them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response
+
+from agent.errors import AgentragError, ConfigError
+from agent.settings import validate_collection_name
+from retrievers.loaders import SUPPORTED_SUFFIXES
+from server import schemas
+from server.auth import Principal
+from server.deps import Caller, State
+from server.errors import ApiError
+from server.uploads import ingest_uploads
+
+router = APIRouter(tags=["collections"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": schemas.ErrorResponse},
+    404: {"model": schemas.ErrorResponse},
+    413: {"model": schemas.ErrorResponse},
+    415: {"model": schemas.ErrorResponse},
+}
+
+
+@router.get("/v1/collections", response_model=schemas.CollectionList)
+async def list_collections(state: State, caller: Caller) -> schemas.CollectionList:
+    infos = await asyncio.to_thread(state.services.stack.store.list_collections)
+    return schemas.CollectionList(
+        collections=[
+            schemas.CollectionModel(
+                name=i.name,
+                description=i.description,
+                points=i.points if state.keys.open else None,
+            )
+            for i in infos
+            if caller.allows(i.name)
+        ]
+    )
+
+
+@router.post(
+    "/v1/collections/{name}/documents",
+    summary="Upload documents (md, txt, html, pdf, docx, jsonl); unchanged files embed nothing",
+    response_model=schemas.UploadReport,
+    responses=ERRORS,
+)
+async def upload_documents(
+    name: str,
+    state: State,
+    caller: Caller,
+    files: Annotated[list[UploadFile], File(description="One or more documents.")],
+    description: Annotated[str | None, Form()] = None,
+) -> schemas.UploadReport:
+    _require_writable(name, caller)
+    unsupported = [
+        f.filename or "?"
+        for f in files
+        if Path(f.filename or "").suffix.lower() not in SUPPORTED_SUFFIXES
+    ]
+    if len(unsupported) == len(files):
+        raise ApiError(
+            415,
+            "unsupported_file_type",
+            f"Unsupported file type: {', '.join(unsupported)}. Supported: "
+            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}.",
+        )
+    return await asyncio.to_thread(
+        ingest_uploads, state.services, caller.tenant, name, files, description, unsupported
+    )
+
+
+@router.delete(
+    "/v1/collections/{name}/documents/{doc_id:path}",
+    status_code=204,
+    responses=ERRORS,
+)
+async def delete_document(name: str, doc_id: str, state: State, caller: Caller) -> Response:
+    _require_writable(name, caller)
+    try:
+        removed = await asyncio.to_thread(
+            state.services.stack.ingestor.delete_documents,
+            name,
+            doc_ids=[doc_id],
+            tenant=caller.tenant,
+        )
+    except AgentragError as exc:
+        raise ApiError(404, "collection_not_found", str(exc)) from None
+    if not removed:
+        raise ApiError(404, "document_not_found", f"No document {doc_id!r} in {name!r}.")
+    return Response(status_code=204)
+
+
+def _require_writable(name: str, caller: Principal) -> None:
+    """A valid collection name (422) that the caller's key may use (403)."""
+    try:
+        validate_collection_name(name)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_collection_name", str(exc)) from None
+    if not caller.allows(name):
+        raise ApiError(403, "forbidden_collection", f"This key may not use collection {name!r}.")
