@@ -12,6 +12,9 @@ from langchain_core.messages import BaseMessage
 
 from agent.state import Evidence
 
+NO_EVIDENCE = "I could not find anything about this in the documents I can search."
+"""The answer when retrieval found nothing: written without an LLM call, checked by no one."""
+
 SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 """Where an answer sentence ends: . ! or ? then space, then what starts a sentence."""
 

@@ -133,7 +133,7 @@ def search(
 @app.command()
 def collections(as_json: JsonOpt = False) -> None:
     """List collections with their sizes and descriptions."""
-    from retrievers.store import open_store
+    from retrievers.stack import open_store
 
     settings = cli_settings()
     with friendly_errors():
@@ -210,7 +210,7 @@ def drop_collection(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a whole collection."""
-    from retrievers.store import open_store
+    from retrievers.stack import open_store
 
     settings = cli_settings()
     if not yes and not typer.confirm(f"Delete collection {name!r} and all its chunks?"):

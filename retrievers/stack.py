@@ -18,7 +18,7 @@ from retrievers.embeddings import (
 from retrievers.ingest import Ingestor
 from retrievers.search import HybridRetriever
 from retrievers.sparse import Bm25Encoder
-from retrievers.store import QueryOptions, VectorStore, open_store
+from retrievers.store import QueryOptions, VectorStore
 
 
 class RetrievalStack:
@@ -70,3 +70,15 @@ class RetrievalStack:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The configured backend: embedded under data_dir, or a Qdrant server by URL (each
+    backend imported only when chosen: qdrant-client is slow to import)."""
+    if settings.vector_store == "server":
+        from retrievers.qdrant_server import QdrantServerStore
+
+        return QdrantServerStore.from_settings(settings)
+    from retrievers.qdrant_embedded import EmbeddedQdrantStore
+
+    return EmbeddedQdrantStore(settings.data_dir / "qdrant")

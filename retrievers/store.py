@@ -216,14 +216,3 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_store(settings: Settings) -> VectorStore:
-    """The configured backend: embedded under data_dir, or a Qdrant server by URL."""
-    if settings.vector_store == "server":
-        from retrievers.qdrant_server import QdrantServerStore
-
-        return QdrantServerStore.from_settings(settings)
-    from retrievers.qdrant_embedded import EmbeddedQdrantStore
-
-    return EmbeddedQdrantStore(settings.data_dir / "qdrant")

@@ -22,6 +22,7 @@ from agent.nodes.common import step
 from agent.state import AgentState, Citation, Evidence
 from agent.text import (
     CITATION,
+    NO_EVIDENCE,
     SENTENCE_BOUNDARY,
     cited_numbers,
     format_evidence,
@@ -34,7 +35,6 @@ from agent.vectors import Vectors
 from prompts.loader import load_prompt
 from retrievers.similarity import cosine_matrix
 
-NO_EVIDENCE = "I could not find anything about this in the documents I can search."
 POST_HOC_MIN_SIMILARITY = 0.35
 
 

@@ -19,10 +19,10 @@ from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
-from agent.nodes.generate import NO_EVIDENCE
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 from agent.text import (
     CITATION,
+    NO_EVIDENCE,
     cited_numbers,
     format_evidence,
     keywords,
