@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,12 +27,12 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from agent.errors import AgentragError
+from agent.ports import LOOPBACK, free_port
 from agent.settings import Settings
 
 Role = Literal["generator", "planner", "judge"]
 ROLES: tuple[Role, ...] = ("generator", "planner", "judge")
 
-LOOPBACK = "127.0.0.1"
 NO_API_KEY = "not-needed"
 """Sent where no key is configured: the OpenAI client refuses to start without one."""
 
@@ -254,13 +253,6 @@ def bundled_model_path() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class EmbeddedLLMServer:
     """llama-cpp-python's OpenAI-compatible server in a child process, owned by this process.
 
@@ -312,7 +304,7 @@ class EmbeddedLLMServer:
             command = self._command()
             self._rotate_log()
             for attempt in range(1, self.PORT_ATTEMPTS + 1):
-                port = _free_port()
+                port = free_port()
                 log_start = self._log_size()
                 process = self._spawn(command, port)
                 try:

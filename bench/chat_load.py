@@ -36,7 +36,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from typing import Any
 
 import httpx
 
+from agent.ports import free_port
 from eval.metrics import percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,12 +262,6 @@ def summarize(turns: Sequence[Turn], wall_s: float) -> dict[str, Any]:
         "empty_answers": sum(1 for t in ok if t.answer_chars == 0),
         "turns_with_citations": sum(1 for t in ok if t.citations),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def venv_bin(name: str) -> str:

@@ -40,7 +40,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import EFFORTS, AgentContext, Effort
 from agent.errors import ConfigError
-from agent.llm import Role
+from agent.llm import ROLES
 from agent.services import Services
 from agent.settings import Settings
 from agent.state import Evidence, UsageEntry
@@ -485,8 +485,7 @@ def _call(usage: UsageEntry) -> dict[str, Any]:
 
 async def _warm_up(services: Services, question: str, ctx: AgentContext, collection: str) -> None:
     """Load the models (and start the embedded LLM server) before any turn is timed."""
-    roles: tuple[Role, ...] = ("generator", "planner", "judge")
-    for role in roles:
+    for role in ROLES:
         await services.models.aget(role, ctx)
     await asyncio.to_thread(
         services.stack.retriever.search, question, collection, k=1, tenant=ctx.tenant

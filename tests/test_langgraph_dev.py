@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
 
+from agent.ports import free_port
 from agent.settings import load_settings
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.stack import RetrievalStack
@@ -141,13 +141,6 @@ def wait_gone(pids: Iterable[int], timeout_s: float) -> list[int]:
         time.sleep(0.1)
         left = [pid for pid in left if alive(pid)]
     return left
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_config(workdir: Path) -> Path:

@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from itertools import cycle
 from typing import Any
 
 import httpx
@@ -16,31 +15,29 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
+from agent.ports import free_port
 from agent.services import Services
 from agent.settings import ApiKeySettings
+from eval.scripted_llm import ScriptedChatModel
 from server.app import create_app
 from server.auth import hash_key
 from tests.agent.conftest import agent_settings, corpus_dir, make_services  # noqa: F401
-from tests.ports import free_port
 
 ANSWER = "Venus has the hottest surface of any planet [1]."
 QUESTION_HOT = "Which planet has the hottest surface?"
 
 
-class LoopingChatModel(GenericFakeChatModel):
-    """Answers every call with the same text, streamed word by word, optionally slowly;
-    counts calls so tests can see when the agent stops calling it.
+class LoopingChatModel(ScriptedChatModel):
+    """The scripted model answering every call with the same text; counts calls so tests can
+    see when the agent stops calling it.
 
     With `pause_after=n`, a streamed answer stops after its first n chunks until the test sets
     `resume`: a turn a test can hold in the middle of its answer for as long as it needs."""
 
-    calls: int = 0
-    delay_s: float = 0.0
     pause_after: int | None = None
     resume: threading.Event = Field(default_factory=threading.Event, exclude=True)
     finished_before_start: list[int] = Field(default_factory=list)
@@ -50,34 +47,28 @@ class LoopingChatModel(GenericFakeChatModel):
     async def _astream(
         self, messages: list[BaseMessage], *args: Any, **kwargs: Any
     ) -> AsyncIterator[ChatGenerationChunk]:
-        self._started()
+        self.finished_before_start.append(self.finished)
         sent = 0
         async for chunk in super()._astream(messages, *args, **kwargs):
             if sent == self.pause_after:
-                while not self.resume.is_set():
+                while not self.resume.is_set():  # a cancelled turn ends here, mid-answer
                     await asyncio.sleep(0.01)
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
             yield chunk
             sent += 1
         self.finished += 1
 
     async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self._started()
+        self.finished_before_start.append(self.finished)
         result = await super()._agenerate(messages, *args, **kwargs)
         self.finished += 1
         return result
-
-    def _started(self) -> None:
-        self.calls += 1
-        self.finished_before_start.append(self.finished)
 
 
 def looping(
     text: str = ANSWER, delay_s: float = 0.0, pause_after: int | None = None
 ) -> LoopingChatModel:
     return LoopingChatModel(
-        messages=cycle([AIMessage(content=text)]), delay_s=delay_s, pause_after=pause_after
+        replies=[text], repeat=True, token_delay_s=delay_s, pause_after=pause_after
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.ports import free_port
+from agent.ports import free_port
 
 REQUIRE_ENV = "AGENTRAG_REQUIRE_POSTGRES"
 SERVER_USER = "postgres"

@@ -155,7 +155,7 @@ def test_exception_inside_the_graph_ends_the_stream_with_an_error(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "asearches", broken)
+    monkeypatch.setattr(services.catalog, "asearches", broken)
     events = chat_stream(client)
     assert events[0]["type"] == "run"
     assert events[-1]["type"] == "error"

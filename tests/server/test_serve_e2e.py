@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.ports import free_port
 from agent.settings import load_settings
 from eval.scripted_llm import ScriptedLLM
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.stack import RetrievalStack
 from server.auth import hash_key
 from tests.conftest import REPO, SAMPLES
-from tests.ports import free_port
 from tests.server.conftest import QUESTION_HOT, sse_events
 
 pytestmark = pytest.mark.integration

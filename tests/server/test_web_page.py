@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from langchain_core.messages import AIMessage
 
 from agent.services import Services
 from server.app import create_app
@@ -296,7 +294,7 @@ def test_regenerated_answer_replaces_the_streamed_one_and_flags_show(
     supported = "Venus has the hottest surface of any planet [1]."
     # turn 1: unsupported, then supported (regenerate, accept); turn 2: unsupported twice (give up)
     replies = [unsupported, supported, unsupported, unsupported]
-    model = LoopingChatModel(messages=cycle([AIMessage(content=r) for r in replies]), delay_s=0.05)
+    model = LoopingChatModel(replies=replies, repeat=True, token_delay_s=0.05)
     with serve(make_services, model) as server:
         chat = ChatPage(browser, server)
         page = chat.page
