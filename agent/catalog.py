@@ -102,5 +102,8 @@ class Catalog:
         )
 
     async def aclose(self) -> None:
-        if "web_search" in self.__dict__ and self.web_search is not None:
-            await self.web_search.aclose()
+        """Close the web search client (bound to the event loop that used it); a later turn,
+        on another loop, makes a new one."""
+        web = self.__dict__.pop("web_search", None)
+        if web is not None:
+            await web.aclose()

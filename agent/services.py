@@ -36,7 +36,8 @@ class Services:
         self.usage = UsageMeter()
 
     async def aclose(self) -> None:
-        """Close the web search client (an async one) and the store."""
+        """Close the web search client (an async one) and the store: for a process done with
+        its services; the server only closes the web client, the services outlive an app."""
         await self.catalog.aclose()
         self.close()
 

@@ -101,6 +101,7 @@ async def run_turn_streaming(
         async for event in turn_events(graph, {"messages": [("user", question)]}, config, ctx):
             on_event(event)
         state = await graph.aget_state(config)
+    await services.catalog.aclose()  # the web search client belongs to this event loop
     values = dict(state.values)
     values["thread_id"] = thread
     return values

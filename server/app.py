@@ -94,6 +94,7 @@ async def lifespan(
         finally:
             warm_task.cancel()
             await runs.shutdown()
+            await svc.catalog.aclose()
             app.state.agentrag = None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from contextvars import ContextVar
 
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
@@ -50,6 +49,3 @@ def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
 def log(level: int, message: str, **fields: object) -> None:
     logger.log(level, message, extra={"fields": fields})
 
-
-def now_ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
