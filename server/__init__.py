@@ -1,1 +1,1 @@
-"""HTTP apps and the command line."""
+"""The chat API and its web page: FastAPI app factory, routers, stream events, run management."""
