@@ -27,6 +27,11 @@ embeddings client (`AGENTRAG_EMBEDDING_BACKEND=remote`) against a loopback servi
 process, that answers from the recorded table: a turn as with an embedding service whose model
 costs about nothing, HTTP round trips included.
 
+`--replay-nodes` also runs each measured turn a second time with every node returning, at once,
+what it returned in the measured turn: LangGraph's own cost with agentrag's state and updates,
+away from the nodes' work (which slows the framework's code between them). A sequential plan's
+hops are replayed as one `research_chain` step, without their subgraph runs.
+
 `DIR` must hold the corpus as collection `--collection` (default `hotpot`); when it does not, the
 dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
 `orchestration-<dataset>[-TAG].json` and `.md` under `--out` (default `eval/results`). The
@@ -44,12 +49,15 @@ import os
 import platform
 import re
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, SystemMessage
+from langgraph.graph import StateGraph
+from langgraph.pregel import Pregel
 
 from agent.context import EFFORTS, AgentContext, Effort
 from agent.services import Services
@@ -85,6 +93,48 @@ def gold_answer_reply(answers: dict[str, str]) -> Callable[[list[BaseMessage]], 
         return f"{quote} [1]. The answer to the question is {gold} [{where}]."
 
     return reply
+
+
+class NodeTape:
+    """Records what each function node of a graph returns, then plays it back: the same turn
+    through LangGraph with nodes that do no work."""
+
+    def __init__(self) -> None:
+        self.recorded: dict[str, list[Any]] = defaultdict(list)
+        self.playing: dict[str, deque[Any]] | None = None
+
+    def wrap(self, name: str, node: Any) -> Any:
+        async def taped(state: Any, runtime: Any) -> Any:
+            if self.playing is not None:
+                return self.playing[name].popleft()
+            out = await node(state, runtime)
+            self.recorded[name].append(out)
+            return out
+
+        return taped
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Graphs built inside have their function nodes (not subgraphs) on this tape."""
+        add_node = StateGraph.add_node
+
+        def taping(builder: Any, name: str, action: Any = None, **kwargs: Any) -> Any:
+            if callable(action) and not isinstance(action, Pregel):
+                action = self.wrap(name, action)
+            return add_node(builder, name, action, **kwargs)
+
+        StateGraph.add_node = taping  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            StateGraph.add_node = add_node  # type: ignore[method-assign]
+
+    def play(self) -> None:
+        self.playing = {name: deque(outs) for name, outs in self.recorded.items()}
+
+    def rewind(self) -> None:
+        self.recorded.clear()
+        self.playing = None
 
 
 class RecordingEmbeddings:
@@ -214,6 +264,11 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "overhead_ms": _stats([r["overhead_ms"] for r in records]),
         "turn_ms": _stats([r["turn_ms"] for r in records]),
         "framework_ms": _stats([r["framework_ms"] for r in records]),
+        **(
+            {"replay_ms": _stats([r["replay_ms"] for r in records])}
+            if records and "replay_ms" in records[0]
+            else {}
+        ),
         "model_ms": _stats([r["model_ms"] for r in records]),
         "node_overhead_ms": {n: {**_stats(v), "turns": len(v)} for n, v in sorted(nodes.items())},
         "grounded": sum(bool(r["grounded"]) for r in records),
@@ -239,15 +294,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         docs = corpus_documents(iter_corpus(dataset.corpus_path), dataset.name)
         stack.ingestor.ingest_documents(list(docs), args.collection)
 
+    tape = NodeTape()
+
     def graphs_for(stack: RetrievalStack, settings: Any) -> dict[str, Any]:
-        return {
-            effort: build_graph(
-                Services(
-                    settings, stack=stack, chat_models={"default": model}, supports_tools=False
+        with tape.building():
+            return {
+                effort: build_graph(
+                    Services(
+                        settings, stack=stack, chat_models={"default": model}, supports_tools=False
+                    )
                 )
-            )
-            for effort in args.effort
-        }
+                for effort in args.effort
+            }
 
     graphs = graphs_for(stack, settings)
     server = None
@@ -258,6 +316,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "token_ms": args.token_ms,
         "cached_vectors": args.cached_vectors,
         "replay_embeddings": args.replay_embeddings,
+        "replay_nodes": args.replay_nodes,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
@@ -302,7 +361,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             for effort in args.effort:
                 if args.cached_vectors:  # every vector the measured turn needs, made first
                     await one(q.question, effort)
+                tape.rewind()
                 record = await one(q.question, effort)
+                if args.replay_nodes:
+                    tape.play()
+                    record["replay_ms"] = (await one(q.question, effort))["turn_ms"]
+                    tape.rewind()
                 records[effort].append({"id": q.id, **record})
         for effort in args.effort:
             report[effort] = _summary(records[effort])
@@ -310,7 +374,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 effort,
                 json.dumps(
-                    {"overhead": summary["overhead_ms"], "langgraph": summary["framework_ms"]}
+                    {
+                        "overhead": summary["overhead_ms"],
+                        "langgraph": summary["framework_ms"],
+                        "replayed": summary.get("replay_ms"),
+                    }
                 ),
                 flush=True,
             )
@@ -365,6 +433,14 @@ def markdown(report: dict[str, Any], efforts: list[str]) -> str:
             f"{s['turn_ms']['p50']} ms | {s['grounded']}/{s['turns']} | "
             f"{s['regenerated']}/{s['turns']} |"
         )
+    if report.get("replay_nodes"):
+        lines += [
+            "",
+            "Each turn replayed with nodes returning at once what they returned: LangGraph "
+            "alone, p50 "
+            + ", ".join(f"{e} {report[e]['replay_ms']['p50']} ms" for e in efforts)
+            + ".",
+        ]
     for e in efforts:
         lines += ["", f"## Per node, effort {e} (ms, LLM time excluded)", ""]
         if "research_chain" in report[e]["node_overhead_ms"]:
@@ -400,6 +476,12 @@ def main() -> None:
         help="Run each question once unmeasured first, so the measured turn finds every query, "
         "sentence and chunk vector it needs cached: the overhead without any encode, as with an "
         "embedding service that answers in about no time.",
+    )
+    parser.add_argument(
+        "--replay-nodes",
+        action="store_true",
+        help="Replay each measured turn with nodes that return at once what they returned: "
+        "LangGraph's own time with agentrag's state, away from the nodes' work.",
     )
     parser.add_argument(
         "--replay-embeddings",

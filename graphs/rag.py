@@ -8,8 +8,9 @@ collect_evidence -> generate_answer -> reflect_answer -+-> END
                           ^                            |
                           +------- (regenerate) -------+
 
-Each branch is a conditional edge whose routing function (`agent/edges.py`) reads what the node
-before it decided, so `get_graph()` and LangGraph Studio draw the graph that runs.
+A branching node returns a `Command` whose destination a function of `agent/edges.py` reads from
+what the node decided; `destinations` below names each one, so `get_graph()` and LangGraph Studio
+draw the graph that runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext
-from agent.edges import RESEARCH, after_decompose, after_reflect, after_route
+from agent.edges import RESEARCH
 from agent.nodes.chain import research_chain
 from agent.nodes.collect import collect_evidence
 from agent.nodes.contextualize import contextualize_query
@@ -56,9 +57,12 @@ def build_graph(
             vectors=services.vectors,
             usage=services.usage,
         ),
+        destinations=("generate_answer", "decompose_query", RESEARCH),
     )
     builder.add_node(
-        "decompose_query", partial(decompose_query, models=services.models, usage=services.usage)
+        "decompose_query",
+        partial(decompose_query, models=services.models, usage=services.usage),
+        destinations=(RESEARCH, "research_chain"),
     )
     builder.add_node(RESEARCH, research)
     builder.add_node("research_chain", partial(research_chain, research=research))
@@ -80,18 +84,14 @@ def build_graph(
             vectors=services.vectors,
             usage=services.usage,
         ),
+        destinations=("generate_answer", END),
     )
     builder.add_edge(START, "contextualize_query")
     builder.add_edge("contextualize_query", "route_query")
-    builder.add_conditional_edges(
-        "route_query", after_route, ["generate_answer", "decompose_query", RESEARCH]
-    )
-    builder.add_conditional_edges("decompose_query", after_decompose, [RESEARCH, "research_chain"])
     builder.add_edge(RESEARCH, "collect_evidence")
     builder.add_edge("research_chain", "collect_evidence")
     builder.add_edge("collect_evidence", "generate_answer")
     builder.add_edge("generate_answer", "reflect_answer")
-    builder.add_conditional_edges("reflect_answer", after_reflect, ["generate_answer", END])
     return builder.compile(checkpointer=checkpointer, name="agentrag")
 
 

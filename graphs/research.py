@@ -14,7 +14,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext
-from agent.edges import after_grade, after_rewrite
 from agent.nodes.finish import finish_research
 from agent.nodes.grade import grade_evidence
 from agent.nodes.retrieve import retrieve_chunks
@@ -40,18 +39,15 @@ def build_research_graph(services: Services) -> CompiledStateGraph[Any, Any, Any
             vectors=services.vectors,
             usage=services.usage,
         ),
+        destinations=("rewrite_query", "finish_research"),
     )
     builder.add_node(
-        "rewrite_query", partial(rewrite_query, models=services.models, usage=services.usage)
+        "rewrite_query",
+        partial(rewrite_query, models=services.models, usage=services.usage),
+        destinations=("retrieve_chunks", "finish_research"),
     )
     builder.add_node("finish_research", finish_research)
     builder.add_edge(START, "retrieve_chunks")
     builder.add_edge("retrieve_chunks", "grade_evidence")
-    builder.add_conditional_edges(
-        "grade_evidence", after_grade, ["rewrite_query", "finish_research"]
-    )
-    builder.add_conditional_edges(
-        "rewrite_query", after_rewrite, ["retrieve_chunks", "finish_research"]
-    )
     builder.add_edge("finish_research", END)
     return builder.compile(name="research")

@@ -48,4 +48,3 @@ def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
 
 def log(level: int, message: str, **fields: object) -> None:
     logger.log(level, message, extra={"fields": fields})
-

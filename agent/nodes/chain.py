@@ -12,6 +12,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
+from agent.budget import llm_calls_used
 from agent.context import AgentContext
 from agent.edges import research_input
 from agent.nodes.common import step
@@ -46,8 +47,13 @@ async def research_chain(
     previous: Research | None = None
     for sub in state["plan"]["subqueries"]:
         query = fill_hop(sub["query"], previous, state["question"])
-        hop_input = research_input(state, sub["index"], query)
-        hop_input["llm_calls_before"] += len(usage)
+        hop_input = research_input(
+            state,
+            sub["index"],
+            query,
+            state["route"]["collections"],
+            llm_calls_used(state) + len(usage),
+        )
         result = await research.ainvoke(hop_input, context=runtime.context)
         hop = result["research"][-1]
         found.append(hop)

@@ -15,11 +15,13 @@ from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.edges import after_decompose
 from agent.nodes.common import step
 from agent.state import PREVIOUS_HOP, AgentState, Plan, SubQuery
 from agent.text import COMPARISON
@@ -92,7 +94,7 @@ def validate(decomposition: Decomposition, question: str, max_subqueries: int) -
 
 async def decompose_query(
     state: AgentState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
-) -> dict[str, Any]:
+) -> Command[Literal["research", "research_chain"]]:
     """Records the plan; `after_decompose` runs its sub-queries in parallel or hop by hop."""
     started = time.perf_counter()
     ctx = runtime.context
@@ -135,4 +137,4 @@ async def decompose_query(
         plan = heuristic_plan(question, ctx.max_subqueries)
     update["plan"] = plan
     update["steps"] = [step(turn, "decompose_query", started, note)]
-    return update
+    return Command(update=update, goto=after_decompose(state, update))

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agent.budget import flag, research_budget
 from agent.catalog import Catalog
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.edges import after_grade
 from agent.errors import AgentragError
 from agent.nodes.common import step
 from agent.state import Evidence, Grade, ResearchState
@@ -49,7 +51,7 @@ async def grade_evidence(
     models: ChatModels,
     vectors: Vectors,
     usage: UsageMeter,
-) -> dict[str, Any]:
+) -> Command[Literal["rewrite_query", "finish_research"]]:
     """Keeps the relevant chunks and sets `retry` when the evidence is thin and a rewrite is
     still within budget; `after_grade` reads it."""
     started = time.perf_counter()
@@ -93,7 +95,7 @@ async def grade_evidence(
         else:
             update["retry"] = True
             update["steps"] = [step(turn, "grade_evidence", started, note + " -> rewrite")]
-            return update
+            return Command(update=update, goto=after_grade(update))
     if thin:
         update["fallback"] = True
         web = (
@@ -107,7 +109,7 @@ async def grade_evidence(
         elif not kept:
             update["kept"] = candidates[: ctx.k]  # the best there is, marked as a fallback
     update["steps"] = [step(turn, "grade_evidence", started, note)]
-    return update
+    return Command(update=update, goto=after_grade(update))
 
 
 async def _web_fallback(

@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.edges import after_reflect
 from agent.nodes.common import step
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 from agent.text import (
@@ -141,7 +143,7 @@ async def reflect_answer(
     models: ChatModels,
     vectors: Vectors,
     usage: UsageMeter,
-) -> dict[str, Any]:
+) -> Command[Literal["generate_answer", "__end__"]]:
     """Records the verdict; its action (`regenerate` or not) is what `after_reflect` follows.
     A verdict that ends the turn also adds the answer to the conversation."""
     started = time.perf_counter()
@@ -159,7 +161,7 @@ async def reflect_answer(
             "method": "similarity",
             "action": "accept",
         }
-        return _finish(state, update, verdict, started, "nothing to check")
+        return _route(_finish(state, update, verdict, started, "nothing to check"))
 
     sentences, a_vec = await judge_sentences(answer, evidence, ctx, vectors)
     grounded = bool(sentences) and all(s["supported"] for s in sentences)
@@ -188,7 +190,7 @@ async def reflect_answer(
     if action == "regenerate":
         update["verdict"] = verdict
         update["steps"] = [step(turn, "reflect_answer", started, "unsupported: regenerate")]
-        return update
+        return _route(update)
     if action == "give_up":
         problems = [] if grounded else ["ungrounded"]
         problems += [] if answers else ["unanswered"]
@@ -196,7 +198,11 @@ async def reflect_answer(
         update["flags"] = [flag(turn, p, f"after {attempts} attempt(s)") for p in problems]
         if budget and attempts < MAX_ATTEMPTS:
             update["flags"].append(flag(turn, "incomplete", f"{budget} reached in reflect_answer"))
-    return _finish(state, update, verdict, started, action)
+    return _route(_finish(state, update, verdict, started, action))
+
+
+def _route(update: dict[str, Any]) -> Command[Literal["generate_answer", "__end__"]]:
+    return Command(update=update, goto=after_reflect(update))
 
 
 def _finish(

@@ -9,14 +9,16 @@ is stalling: research ends there with what it has.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agent.budget import flag, research_budget
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.edges import after_rewrite
 from agent.nodes.common import step
 from agent.state import ResearchState
 from agent.text import keywords, message_text
@@ -32,7 +34,7 @@ def keyword_rewrite(question: str, titles: list[str]) -> str:
 
 async def rewrite_query(
     state: ResearchState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
-) -> dict[str, Any]:
+) -> Command[Literal["retrieve_chunks", "finish_research"]]:
     """A new query, or `stalled` when it repeats one already tried; `after_rewrite` reads it."""
     started = time.perf_counter()
     ctx = runtime.context
@@ -66,10 +68,10 @@ async def rewrite_query(
             flag(turn, "stalled", f"rewrite repeated {new_query!r}"),
         ]
         update["steps"] = [step(turn, "rewrite_query", started, "stalled: query already tried")]
-        return update
+        return Command(update=update, goto=after_rewrite(update))
     update["query"] = new_query
     runtime.stream_writer(
         {"type": "rewrite", "index": state["index"], "query": new_query, "how": how}
     )
     update["steps"] = [step(turn, "rewrite_query", started, f"{how}: {new_query!r}")]
-    return update
+    return Command(update=update, goto=after_rewrite(update))

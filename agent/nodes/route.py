@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agent.budget import exhausted, flag
 from agent.catalog import Catalog
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.edges import after_route
 from agent.nodes.common import step
 from agent.state import AgentState, Route, RouteKind
 from agent.text import COMPARISON
@@ -91,7 +93,7 @@ async def route_query(
     models: ChatModels,
     vectors: Vectors,
     usage: UsageMeter,
-) -> dict[str, Any]:
+) -> Command[Literal["generate_answer", "decompose_query", "research"]]:
     """Records the route (and, for one search, the one-query plan); `after_route` follows it."""
     started = time.perf_counter()
     ctx = runtime.context
@@ -134,7 +136,7 @@ async def route_query(
             "subqueries": [{"index": 0, "query": query}],
             "source": "question",
         }
-    return update
+    return Command(update=update, goto=after_route(state, update))
 
 
 async def _tool_choice(
