@@ -6,6 +6,7 @@ sentence another node checks.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -65,13 +66,22 @@ def keywords(text: str) -> list[str]:
     return out
 
 
-def message_text(message: BaseMessage | Any) -> str:
-    """The text of a chat message whose content is a string or a list of content parts."""
-    content = message.content
+def message_text(message: BaseMessage | Mapping[str, Any]) -> str:
+    """The text of a chat message (a LangChain message, or an OpenAI one as a dict) whose content
+    is a string or a list of content parts; parts that are not text are left out."""
+    content = message.get("content") if isinstance(message, Mapping) else message.content
     if isinstance(content, str):
         return content
-    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+    if not isinstance(content, list):
+        return ""
+    parts = [p if isinstance(p, str) else _text_part(p) for p in content]
     return " ".join(part for part in parts if part)
+
+
+def _text_part(part: object) -> str:
+    if isinstance(part, dict) and part.get("type", "text") == "text":
+        return str(part.get("text", ""))
+    return ""
 
 
 def format_evidence(evidence: list[Evidence]) -> str:

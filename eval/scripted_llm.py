@@ -55,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent.text import split_sentences
+from agent.text import message_text, split_sentences
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -81,20 +81,6 @@ _FIRST_BLOCK = re.compile(r"^\[1\][^\n]*\n(.+?)(?:\n\s*\n\[\d+\]|\Z)", re.DOTALL
 _TOKEN = re.compile(r"\s*\S+")
 ECHO_WORDS = 12
 QUOTE_WORDS = 40
-
-
-def message_text(message: Message) -> str:
-    """The text of an OpenAI message whose content is a string or a list of content parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 def evidence_reply(messages: Sequence[Message]) -> str:
