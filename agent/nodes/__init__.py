@@ -1,4 +1,4 @@
 """Graph nodes, one concern per module. Each is an async function of (state, runtime) that
-returns a partial state update; which node runs next is decided by the graph's conditional
-edges (`agent/edges.py`) from what the node recorded. Dependencies are bound when the graph is
-built."""
+returns a partial state update, or, where the graph branches, a `Command` whose destination a
+function of `agent/edges.py` reads from what the node decided. Dependencies are bound when the
+graph is built."""
