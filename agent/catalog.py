@@ -71,7 +71,8 @@ class Catalog:
                 self._listed = listed
         infos = listed[1]
         if allowed is not None:
-            infos = [i for i in infos if i.name in set(allowed)]
+            names = set(allowed)
+            infos = [i for i in infos if i.name in names]
         return infos
 
     def forget(self) -> None:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import RichProgress, cli_settings, console, err, friendly_errors
 
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
 app = typer.Typer(
     help="Benchmarks: retrieval quality, ingest throughput, latency.", no_args_is_help=True
 )
+
+
+@contextmanager
+def evaluation_settings(keep: bool) -> Iterator[Settings]:
+    """Settings over a fresh temporary data dir, removed afterwards (or the configured one, with
+    `--keep`), so a benchmark never mixes its corpus into the user's collections."""
+    from eval.retrieval import fresh_data_dir, remove_data_dir
+
+    temp_dir = None if keep else fresh_data_dir()
+    try:
+        yield cli_settings(data_dir=temp_dir)
+    finally:
+        if temp_dir is not None:
+            remove_data_dir(temp_dir)
 
 
 @app.command("retrieval")
@@ -27,23 +46,17 @@ def eval_retrieval(
     ] = False,
 ) -> None:
     """Ingest a corpus into a fresh collection; report dense, sparse and hybrid side by side."""
-    from eval.retrieval import fresh_data_dir, remove_data_dir, run_retrieval_eval, write_report
+    from eval.retrieval import run_retrieval_eval, write_report
 
-    temp_dir = None if keep else fresh_data_dir()
-    settings = cli_settings(data_dir=temp_dir)
-    try:
-        with friendly_errors():
-            result = run_retrieval_eval(
-                dataset,
-                settings,
-                split=split,
-                limit=limit,
-                progress=RichProgress("Ingesting corpus"),
-                log=lambda line: err.print(f"[dim]{line}[/]"),
-            )
-    finally:
-        if temp_dir is not None:
-            remove_data_dir(temp_dir)
+    with evaluation_settings(keep) as settings, friendly_errors():
+        result = run_retrieval_eval(
+            dataset,
+            settings,
+            split=split,
+            limit=limit,
+            progress=RichProgress("Ingesting corpus"),
+            log=lambda line: err.print(f"[dim]{line}[/]"),
+        )
     md, js = write_report(result, out)
     console.print(result.to_markdown())
     console.print(f"Reports: {md} and {js}")
@@ -66,23 +79,16 @@ def eval_agent(
     """Naive baseline vs the agent per effort tier: evidence recall, EM/F1, LLM calls, latency."""
     from agent.context import EFFORTS
     from eval.agent import run_agent_eval, write_agent_report
-    from eval.retrieval import fresh_data_dir, remove_data_dir
 
-    temp_dir = None if keep else fresh_data_dir()
-    settings = cli_settings(data_dir=temp_dir)
-    try:
-        with friendly_errors():
-            result = run_agent_eval(
-                dataset,
-                settings,
-                limit=limit,
-                efforts=effort or list(EFFORTS),
-                progress=RichProgress("Ingesting corpus"),
-                log=lambda line: err.print(f"[dim]{line}[/]"),
-            )
-    finally:
-        if temp_dir is not None:
-            remove_data_dir(temp_dir)
+    with evaluation_settings(keep) as settings, friendly_errors():
+        result = run_agent_eval(
+            dataset,
+            settings,
+            limit=limit,
+            efforts=effort or list(EFFORTS),
+            progress=RichProgress("Ingesting corpus"),
+            log=lambda line: err.print(f"[dim]{line}[/]"),
+        )
     paths = write_agent_report(result, out)
     console.print(result.to_markdown())
     console.print("Reports: " + ", ".join(str(p) for p in paths))
