@@ -11,7 +11,9 @@ from langchain_core.language_models import BaseChatModel
 
 from agent.catalog import Catalog
 from agent.chat_models import ChatModels
+from agent.prompt_source import PromptSource
 from agent.settings import Settings
+from agent.tracing import Tracing
 from agent.usage import UsageMeter
 from agent.vectors import Vectors
 from retrievers.rerank import Reranker
@@ -34,6 +36,8 @@ class Services:
         self.models = ChatModels(settings, chat_models, supports_tools)
         self.catalog = Catalog(settings, self.stack, self.vectors, reranker)
         self.usage = UsageMeter()
+        self.tracing = Tracing(settings, self.usage.count_tokens)
+        self.prompts = PromptSource(settings, self.tracing)
 
     async def aclose(self) -> None:
         """Close the web search client (an async one) and the store: for a process done with
@@ -42,4 +46,5 @@ class Services:
         self.close()
 
     def close(self) -> None:
+        self.prompts.close()
         self.stack.close()

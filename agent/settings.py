@@ -16,7 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -32,6 +40,17 @@ BUNDLED_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ENV_PREFIX = "AGENTRAG_"
+LANGFUSE_VARIABLES = frozenset(
+    {
+        "LANGFUSE_PUBLIC_KEY",
+        "LANGFUSE_SECRET_KEY",
+        "LANGFUSE_BASE_URL",
+        "LANGFUSE_HOST",
+        "LANGFUSE_SAMPLE_RATE",
+        "LANGFUSE_TRACING_ENABLED",
+    }
+)
+"""Langfuse's own variables that settings read (the SDK reads more, such as LANGFUSE_DEBUG)."""
 
 
 def _default_data_dir() -> Path:
@@ -66,11 +85,14 @@ class CollectionSettings(BaseModel):
 
 class _AgentragDotEnv(DotEnvSettingsSource):
     """A `.env` file is shared with other tools (docker compose reads `POSTGRES_PASSWORD` from
-    it): only `AGENTRAG_*` lines are ours; a misspelt one of those still fails."""
+    it, the Langfuse SDK its own `LANGFUSE_*` variables): only `AGENTRAG_*` lines and the
+    `LANGFUSE_*` variables agentrag reads are ours; a misspelt `AGENTRAG_*` one still fails."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return {
-            k: v for k, v in super()._load_env_vars().items() if k.upper().startswith(ENV_PREFIX)
+            k: v
+            for k, v in super()._load_env_vars().items()
+            if k.upper().startswith(ENV_PREFIX) or k.upper() in LANGFUSE_VARIABLES
         }
 
 
@@ -266,6 +288,66 @@ class Settings(BaseSettings):
         default=20_000_000, ge=1_000, description="Largest document upload (all files together)."
     )
     log_json: bool = Field(default=True, description="Server logs as JSON lines.")
+
+    # Tracing: Langfuse's own variable names, so a `.env` made for Langfuse works as it is
+    langfuse_public_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("langfuse_public_key", "LANGFUSE_PUBLIC_KEY"),
+        description="Langfuse project public key (LANGFUSE_PUBLIC_KEY). Tracing is on when "
+        "both keys and the base URL are set.",
+    )
+    langfuse_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("langfuse_secret_key", "LANGFUSE_SECRET_KEY"),
+        description="Langfuse project secret key (LANGFUSE_SECRET_KEY).",
+    )
+    langfuse_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("langfuse_base_url", "LANGFUSE_BASE_URL", "LANGFUSE_HOST"),
+        description="Langfuse server (LANGFUSE_BASE_URL, or LANGFUSE_HOST).",
+    )
+    langfuse_sample_rate: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("langfuse_sample_rate", "LANGFUSE_SAMPLE_RATE"),
+        description="Share of turns traced (LANGFUSE_SAMPLE_RATE).",
+    )
+    langfuse_tracing_enabled: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("langfuse_tracing_enabled", "LANGFUSE_TRACING_ENABLED"),
+        description="False turns tracing off with the keys still set (LANGFUSE_TRACING_ENABLED).",
+    )
+    langfuse_ui_url: str | None = Field(
+        default=None,
+        description="Langfuse address for people's browsers, when it differs from the base URL "
+        "agentrag sends to (a container name, say): trace links use it.",
+    )
+    langfuse_project_id: str | None = Field(
+        default=None,
+        description="Langfuse project id: trace links go straight to the project's trace page "
+        "(without it they go through Langfuse's /trace/<id> redirect).",
+    )
+    langfuse_prompt_label: str | None = Field(
+        default=None,
+        description="Take prompts from Langfuse prompt management, the version with this label "
+        "(e.g. `production`); the local prompt file serves until it arrives and whenever "
+        "Langfuse cannot be reached. Unset: local prompt files only.",
+    )
+    langfuse_prompt_ttl_s: float = Field(
+        default=60.0, gt=0, description="How long a prompt from Langfuse is used before refetching."
+    )
+    trace_max_chars: int = Field(
+        default=4_000, ge=100, description="Longest text kept in a trace; longer is cut."
+    )
+    trace_mask: str | None = Field(
+        default=None,
+        description="`module:function` called as `function(text, tenant)` on every text a trace "
+        "records; returns the text to record (redact document content per tenant).",
+    )
+    trace_flush_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest wait for unsent traces at shutdown."
+    )
     max_concurrent_turns: int = Field(
         default=16,
         ge=1,
@@ -325,7 +407,14 @@ class Settings(BaseSettings):
                 f"qdrant_url {self.qdrant_url!r} must start with http:// or https:// "
                 "(or be `:memory:` / `path:DIR` for qdrant-client's local mode)"
             )
-        for name in ("llm_base_url", "planner_base_url", "judge_base_url", "web_search_url"):
+        for name in (
+            "llm_base_url",
+            "planner_base_url",
+            "judge_base_url",
+            "web_search_url",
+            "langfuse_base_url",
+            "langfuse_ui_url",
+        ):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} {url!r} must start with http:// or https://")

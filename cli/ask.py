@@ -47,6 +47,9 @@ def ask(
     ] = None,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
+    trace: Annotated[
+        bool, typer.Option("--trace/--no-trace", help="Trace the turn in Langfuse (when set up).")
+    ] = True,
 ) -> None:
     """Ask a question: streams what the agent does, then the answer, citations and verdicts."""
     from agent.services import Services
@@ -66,9 +69,12 @@ def ask(
             for name in collection or []:
                 services.stack.store.require(name)
             values = asyncio.run(
-                run_turn_streaming(services, question, ctx, thread_id=thread, on_event=renderer)
+                run_turn_streaming(
+                    services, question, ctx, thread_id=thread, on_event=renderer, trace=trace
+                )
             )
         finally:
+            services.tracing.shutdown()
             services.close()
     payload = final_payload(values)
     if as_json:
@@ -84,26 +90,39 @@ async def run_turn_streaming(
     *,
     thread_id: str | None = None,
     on_event: Callable[[Event], None],
+    trace: bool = True,
 ) -> dict[str, Any]:
     """Run one turn, calling `on_event` for progress and tokens; returns the final state.
-    The thread lives in the configured thread store, so `--thread` continues it later."""
+    The thread lives in the configured thread store, so `--thread` continues it later. With
+    tracing on (and `trace`), the turn is one Langfuse trace; its id and link are returned."""
     from graphs.rag import build_graph, recursion_limit
     from server.persistence import open_persistence
 
     thread = thread_id or uuid.uuid4().hex
+    tracing = services.tracing
     async with open_persistence(services.settings) as persistence:
         graph = build_graph(services, checkpointer=persistence.checkpointer)
-        config: Any = {
-            "configurable": {"thread_id": thread},
-            "recursion_limit": recursion_limit(ctx),
-        }
-        on_event({"type": "run", "thread_id": thread})
-        async for event in turn_events(graph, {"messages": [("user", question)]}, config, ctx):
-            on_event(event)
-        state = await graph.aget_state(config)
+        with tracing.turn(
+            question=question,
+            session_id=thread,
+            user_id=ctx.tenant,
+            traced=tracing.sampled(trace),
+            tags=[f"effort:{ctx.effort}", *(f"collection:{c}" for c in ctx.collections or [])],
+            metadata={"thread_id": thread, "entry": "cli"},
+        ) as turn:
+            config: Any = turn.with_callbacks(
+                {"configurable": {"thread_id": thread}, "recursion_limit": recursion_limit(ctx)}
+            )
+            on_event({"type": "run", "thread_id": thread, "trace_id": turn.trace_id})
+            async for event in turn_events(graph, {"messages": [("user", question)]}, config, ctx):
+                on_event(event)
+            state = await graph.aget_state(config)
+            values = dict(state.values)
+            turn.finish(values)
     await services.catalog.aclose()  # the web search client belongs to this event loop
-    values = dict(state.values)
     values["thread_id"] = thread
+    values["trace_id"] = turn.trace_id
+    values["trace_url"] = turn.url
     return values
 
 
@@ -189,3 +208,7 @@ class AskRenderer:
             f"{usage['output_tokens']} tokens; thread {payload['thread_id']}[/]",
             highlight=False,
         )
+        if payload.get("trace_id"):
+            console.print(
+                f"[dim]trace {payload.get('trace_url') or payload['trace_id']}[/]", highlight=False
+            )

@@ -46,7 +46,12 @@ def build_graph(
     )
     builder.add_node(
         "contextualize_query",
-        partial(contextualize_query, models=services.models, usage=services.usage),
+        partial(
+            contextualize_query,
+            models=services.models,
+            prompts=services.prompts,
+            usage=services.usage,
+        ),
     )
     builder.add_node(
         "route_query",
@@ -54,6 +59,7 @@ def build_graph(
             route_query,
             catalog=services.catalog,
             models=services.models,
+            prompts=services.prompts,
             vectors=services.vectors,
             usage=services.usage,
         ),
@@ -61,7 +67,9 @@ def build_graph(
     )
     builder.add_node(
         "decompose_query",
-        partial(decompose_query, models=services.models, usage=services.usage),
+        partial(
+            decompose_query, models=services.models, prompts=services.prompts, usage=services.usage
+        ),
         destinations=(RESEARCH, "research_chain"),
     )
     builder.add_node(RESEARCH, research)
@@ -72,6 +80,7 @@ def build_graph(
         partial(
             generate_answer,
             models=services.models,
+            prompts=services.prompts,
             vectors=services.vectors,
             usage=services.usage,
         ),
@@ -81,6 +90,7 @@ def build_graph(
         partial(
             reflect_answer,
             models=services.models,
+            prompts=services.prompts,
             vectors=services.vectors,
             usage=services.usage,
         ),
@@ -110,5 +120,10 @@ def shared_services() -> Services:
 @lru_cache(maxsize=1)
 def make_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """Entry point for `langgraph.json`; the server adds persistence. Built once per process:
-    the server asks for the graph on every run, and the embedded store serves one owner."""
-    return build_graph(shared_services())
+    the server asks for the graph on every run, and the embedded store serves one owner.
+    With tracing on, every run (a turn asked in Studio) is a Langfuse trace of its own."""
+    services = shared_services()
+    graph = build_graph(services)
+    if services.tracing.enabled:
+        return graph.with_config(callbacks=[services.tracing.handler(standalone=True)])
+    return graph

@@ -36,6 +36,7 @@ def build_research_graph(services: Services) -> CompiledStateGraph[Any, Any, Any
             grade_evidence,
             catalog=services.catalog,
             models=services.models,
+            prompts=services.prompts,
             vectors=services.vectors,
             usage=services.usage,
         ),
@@ -43,7 +44,9 @@ def build_research_graph(services: Services) -> CompiledStateGraph[Any, Any, Any
     )
     builder.add_node(
         "rewrite_query",
-        partial(rewrite_query, models=services.models, usage=services.usage),
+        partial(
+            rewrite_query, models=services.models, prompts=services.prompts, usage=services.usage
+        ),
         destinations=("retrieve_chunks", "finish_research"),
     )
     builder.add_node("finish_research", finish_research)

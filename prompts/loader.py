@@ -3,6 +3,10 @@
 Files start with a `---`-fenced header of `key: value` lines (at least `description`), then the
 text, which uses `{placeholders}` filled with `str.format`. Asking without a version gives the
 highest one, so a new version is adopted by adding a file, and an old one stays reproducible.
+
+A prompt may also come from Langfuse prompt management (see `agent.prompt_source`): its text
+uses Langfuse's `{{placeholders}}`, and it carries the Langfuse prompt it came from, so the
+generation made with it links to that prompt version.
 """
 
 from __future__ import annotations
@@ -11,9 +15,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
 
 PROMPT_DIR = Path(__file__).resolve().parent
 _NAME_RE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.md$")
+_MUSTACHE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_FORMAT_FIELD = re.compile(r"(\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 
 
 class PromptNotFoundError(LookupError):
@@ -26,13 +35,45 @@ class Prompt:
     version: int
     description: str
     text: str
+    source: Literal["local", "langfuse"] = "local"
+    langfuse_prompt: Any = None
+    """The Langfuse prompt client this came from (source `langfuse`)."""
 
     @property
     def id(self) -> str:
         return f"{self.name}.v{self.version}"
 
     def format(self, **values: object) -> str:
+        if self.source == "langfuse":
+            return _MUSTACHE.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], self.text)
         return self.text.format(**values)
+
+    def call_config(self) -> RunnableConfig:
+        """The run config of an LLM call made with this prompt: its generation in a trace
+        records the prompt's name, version and source (and links a Langfuse prompt)."""
+        metadata: dict[str, Any] = {
+            "prompt_name": self.name,
+            "prompt_version": self.version,
+            "prompt_source": self.source,
+        }
+        if self.langfuse_prompt is not None:
+            metadata["langfuse_prompt"] = self.langfuse_prompt
+        return {"metadata": metadata}
+
+
+def to_mustache(text: str) -> str:
+    """A local prompt's text in Langfuse's placeholder syntax: `{name}` -> `{{name}}`, and the
+    escaped braces `{{`/`}}` -> plain `{`/`}`."""
+
+    def swap(match: re.Match[str]) -> str:
+        token = match[1]
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        return "{{" + match[2] + "}}"
+
+    return _FORMAT_FIELD.sub(swap, text)
 
 
 def _parse(path: Path, name: str, version: int) -> Prompt:

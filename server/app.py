@@ -31,7 +31,7 @@ from server.logs import configure_logging, log
 from server.metrics import Metrics
 from server.middleware import BodyLimit, add_cors
 from server.persistence import open_persistence
-from server.routes import chat, collections, openai, operations, threads
+from server.routes import chat, collections, feedback, openai, operations, threads
 from server.runs import RunManager
 
 OPENAPI_TAGS = [
@@ -39,6 +39,7 @@ OPENAPI_TAGS = [
     {"name": "openai", "description": "OpenAI-compatible chat completions."},
     {"name": "threads", "description": "Conversations kept by the server."},
     {"name": "collections", "description": "Document collections."},
+    {"name": "feedback", "description": "People's ratings of answers, on the turns' traces."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
@@ -55,7 +56,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     add_cors(app, settings)
     app.add_middleware(BodyLimit, settings=settings)
-    for router in (chat.router, openai.router, threads.router, collections.router):
+    for router in (
+        chat.router,
+        openai.router,
+        threads.router,
+        collections.router,
+        feedback.router,
+    ):
         app.include_router(router)
     app.include_router(operations.router)
     if operations.STATIC_DIR.is_dir():
@@ -84,7 +91,10 @@ async def lifespan(
         )
     async with open_persistence(cfg) as persistence:
         graph = build_graph(svc, checkpointer=persistence.checkpointer)
-        runs = RunManager(graph, persistence.threads, metrics, cfg.max_concurrent_turns)
+        svc.tracing.start()
+        runs = RunManager(
+            graph, persistence.threads, metrics, cfg.max_concurrent_turns, svc.tracing
+        )
         warmup: dict[str, str] = {"embeddings": "loading", "llm": "loading"}
         app.state.agentrag = AppState(cfg, svc, persistence, runs, keys, metrics, warmup)
         warm_task = asyncio.create_task(_warm_up(svc, warmup))
@@ -95,6 +105,8 @@ async def lifespan(
             warm_task.cancel()
             await runs.shutdown()
             await svc.catalog.aclose()
+            # what the last turns traced leaves now, within a time limit, off the event loop
+            await asyncio.to_thread(svc.tracing.flush)
             app.state.agentrag = None
 
 

@@ -32,14 +32,21 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
-def run_error_response(event: dict[str, Any]) -> JSONResponse:
-    """A run that ended with an `error` event, as the reply to a request that waited for it."""
+def run_error_response(
+    event: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A run that ended with an `error` event, as the reply to a request that waited for it
+    (with the turn's trace headers: a failed turn is the one most worth opening)."""
     code = event["code"]
-    return error_response(ERROR_STATUS.get(code, 500), code, event["message"])
+    return error_response(ERROR_STATUS.get(code, 500), code, event["message"], headers)
 
 
 async def api_error(request: Request, exc: ApiError) -> JSONResponse:

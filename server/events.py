@@ -91,6 +91,8 @@ def final_payload(values: dict[str, Any]) -> dict[str, Any]:
             "model_ms": round(sum(u["model_ms"] for u in usage), 1),
         },
         "steps": [s for s in values.get("steps") or [] if s.get("turn") == turn],
+        "trace_id": values.get("trace_id"),
+        "trace_url": values.get("trace_url"),
     }
 
 
@@ -102,6 +104,8 @@ def closing_events(
     tokens_streamed: bool,
     total_ms: float,
     first_token_ms: float | None,
+    trace_id: str | None = None,
+    trace_url: str | None = None,
 ) -> list[Event]:
     """The events that end a turn that ran to its end: the answer as one `token` when none
     streamed (a model that does not stream, or an answer not written by the answer writer),
@@ -120,6 +124,8 @@ def closing_events(
             "run_id": run_id,
             "thread_id": thread_id,
             "citations": citations,
+            "trace_id": trace_id,
+            "trace_url": trace_url,
             "timings": {
                 "total_ms": round(total_ms, 1),
                 "first_token_ms": round(first_token_ms, 1) if first_token_ms is not None else None,

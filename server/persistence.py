@@ -48,6 +48,12 @@ class ThreadIndex(Protocol):
 
     async def delete(self, thread_id: str, tenant: str) -> bool: ...
 
+    async def record_trace(self, trace_id: str, tenant: str, thread_id: str) -> None: ...
+
+    async def trace_thread(self, trace_id: str, tenant: str) -> str | None:
+        """The thread of the tenant's traced turn `trace_id`, or None (none, or not theirs)."""
+        ...
+
 
 def title_of(message: str) -> str:
     text = " ".join(message.split())
@@ -66,6 +72,15 @@ CREATE TABLE IF NOT EXISTS agentrag_threads (
 _INDEX = (
     "CREATE INDEX IF NOT EXISTS agentrag_threads_tenant ON agentrag_threads (tenant, updated_at)"
 )
+_TRACES = """
+CREATE TABLE IF NOT EXISTS agentrag_traces (
+    trace_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+)
+"""
+"""Which tenant each traced turn belongs to: feedback on a trace is taken from its tenant only."""
 
 
 def _record(row: Any) -> ThreadRecord:
@@ -84,6 +99,7 @@ class SqliteThreadIndex:
     async def setup(self) -> None:
         await self.conn.execute(_SCHEMA)
         await self.conn.execute(_INDEX)
+        await self.conn.execute(_TRACES)
         await self.conn.commit()
 
     async def create(self, thread_id: str, tenant: str, title: str = "") -> ThreadRecord:
@@ -129,6 +145,22 @@ class SqliteThreadIndex:
         )
         await self.conn.commit()
         return bool(cur.rowcount)
+
+    async def record_trace(self, trace_id: str, tenant: str, thread_id: str) -> None:
+        await self.conn.execute(
+            "INSERT OR IGNORE INTO agentrag_traces (trace_id, tenant, thread_id, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (trace_id, tenant, thread_id, time.time()),
+        )
+        await self.conn.commit()
+
+    async def trace_thread(self, trace_id: str, tenant: str) -> str | None:
+        async with self.conn.execute(
+            "SELECT thread_id FROM agentrag_traces WHERE trace_id = ? AND tenant = ?",
+            (trace_id, tenant),
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
 
 
 class PostgresThreadIndex:
@@ -184,6 +216,23 @@ class PostgresThreadIndex:
                 (thread_id, tenant),
             )
             return bool(cur.rowcount)
+
+    async def record_trace(self, trace_id: str, tenant: str, thread_id: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO agentrag_traces (trace_id, tenant, thread_id, created_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (trace_id) DO NOTHING",
+                (trace_id, tenant, thread_id, time.time()),
+            )
+
+    async def trace_thread(self, trace_id: str, tenant: str) -> str | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT thread_id FROM agentrag_traces WHERE trace_id = %s AND tenant = %s",
+                (trace_id, tenant),
+            )
+            row = await cur.fetchone()
+        return str(_values(row)[0]) if row else None
 
 
 def _values(row: Any) -> Any:
@@ -264,6 +313,7 @@ async def _set_up(url: str) -> None:
         await AsyncPostgresSaver(conn).setup()
         await conn.execute(_SCHEMA)
         await conn.execute(_INDEX)
+        await conn.execute(_TRACES)
 
 
 async def _try_setup_lock(conn: Any) -> bool:

@@ -21,6 +21,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext
 from agent.errors import AgentragError, CollectionNotFoundError
+from agent.tracing import Tracing, TurnTrace
 from graphs.rag import recursion_limit
 from server.events import Event, closing_events, error_event, run_event, turn_events
 from server.logs import log, run_id_var, thread_id_var
@@ -47,6 +48,11 @@ class Run:
     """Set by a streaming consumer once the `run` event is on the wire (see `_execute`)."""
     finished: bool = False
     result: Event | None = None
+    user: str | None = None
+    """Who asked, for the trace (default: the tenant)."""
+    trace_id: str | None = None
+    """The turn's Langfuse trace (the run id), when the turn is traced."""
+    trace_url: str | None = None
 
     def emit(self, event: Event) -> None:
         if event.get("type") in ("done", "error"):
@@ -89,10 +95,12 @@ class RunManager:
         threads: ThreadIndex,
         metrics: Metrics,
         max_concurrent: int = 16,
+        tracing: Tracing | None = None,
     ) -> None:
         self.graph = graph
         self.threads = threads
         self.metrics = metrics
+        self.tracing = tracing
         self._slots = asyncio.Semaphore(max_concurrent)
         self.runs: dict[str, Run] = {}
         self._busy_threads: dict[str, str] = {}
@@ -118,14 +126,25 @@ class RunManager:
         history: list[Any],
         new_thread: bool = False,
         streaming: bool = True,
+        traced: bool = False,
+        user: str | None = None,
     ) -> Run:
         """`history`: earlier messages sent with the request (OpenAI clients send the whole
         conversation); the checkpointed thread's own history is added by the graph.
         `new_thread`: the run records the thread after its `run` event is out, so that a burst
-        of new chats gets its first events without waiting on the database."""
+        of new chats gets its first events without waiting on the database.
+        `traced`: the turn gets a Langfuse trace whose id is the run id, known (and sent to
+        the client) before the turn starts."""
         run = Run(
-            run_id=uuid.uuid4().hex, thread_id=thread_id, tenant=ctx.tenant, effort=ctx.effort
+            run_id=uuid.uuid4().hex,
+            thread_id=thread_id,
+            tenant=ctx.tenant,
+            effort=ctx.effort,
+            user=user,
         )
+        if traced and self.tracing is not None and self.tracing.enabled:
+            run.trace_id = run.run_id
+            run.trace_url = self.tracing.url(run.run_id)
         if not streaming:
             run.consumer_ready.set()
         self.runs[run.run_id] = run
@@ -152,6 +171,8 @@ class RunManager:
             async with self._turn_slot():
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
+            if run.trace_id is not None:
+                await self.threads.record_trace(run.trace_id, ctx.tenant, run.thread_id)
             self._finish(run, values)
             if values.get("error"):
                 outcome = "degraded"
@@ -195,23 +216,50 @@ class RunManager:
     async def _stream_graph(
         self, run: Run, message: str, ctx: AgentContext, history: list[Any]
     ) -> dict[str, Any]:
-        config: Any = {
-            "configurable": {"thread_id": run.thread_id},
-            "recursion_limit": recursion_limit(ctx),
-            "metadata": {"run_id": run.run_id, "tenant": ctx.tenant},
-        }
-        turn_input = {"messages": [*history, ("user", message)]}
-        async for event in turn_events(self.graph, turn_input, config, ctx):
-            if event["type"] == "token":
-                if run.first_token_ms is None:
-                    run.first_token_ms = (time.perf_counter() - run.started) * 1000
-                    self.metrics.first_token_seconds.labels(effort=run.effort).observe(
-                        run.first_token_ms / 1000
-                    )
-                run.tokens += 1
-            run.emit(event)
-        state = await self.graph.aget_state(config)
-        return dict(state.values)
+        with self._trace(run, message, ctx) as trace:
+            config: Any = trace.with_callbacks(
+                {
+                    "configurable": {"thread_id": run.thread_id},
+                    "recursion_limit": recursion_limit(ctx),
+                    "metadata": {"run_id": run.run_id, "tenant": ctx.tenant},
+                }
+            )
+            turn_input = {"messages": [*history, ("user", message)]}
+            try:
+                async for event in turn_events(self.graph, turn_input, config, ctx):
+                    if event["type"] == "token":
+                        if run.first_token_ms is None:
+                            run.first_token_ms = (time.perf_counter() - run.started) * 1000
+                            self.metrics.first_token_seconds.labels(effort=run.effort).observe(
+                                run.first_token_ms / 1000
+                            )
+                        run.tokens += 1
+                    run.emit(event)
+            except asyncio.CancelledError:
+                trace.fail("cancelled", "The run was cancelled.")
+                raise
+            except Exception as exc:
+                trace.fail(type(exc).__name__, str(exc))
+                raise
+            state = await self.graph.aget_state(config)
+            values = dict(state.values)
+            trace.finish(values)
+            return values
+
+    def _trace(self, run: Run, message: str, ctx: AgentContext) -> Any:
+        """The turn's trace, opened inside the run's task: the graph's spans nest under it, and
+        concurrent turns (each its own task) never share one."""
+        if self.tracing is None or run.trace_id is None:
+            return contextlib.nullcontext(TurnTrace())
+        return self.tracing.turn(
+            question=message,
+            session_id=run.thread_id,
+            user_id=run.user or ctx.tenant,
+            tenant=ctx.tenant,
+            trace_id=run.trace_id,
+            tags=[f"effort:{ctx.effort}", *(f"collection:{c}" for c in ctx.collections or [])],
+            metadata={"run_id": run.run_id, "thread_id": run.thread_id, "entry": "api"},
+        )
 
     def _finish(self, run: Run, values: dict[str, Any]) -> None:
         first = run.first_token_ms
@@ -223,6 +271,8 @@ class RunManager:
             tokens_streamed=run.tokens > 0,
             total_ms=total_ms,
             first_token_ms=first,
+            trace_id=run.trace_id,
+            trace_url=run.trace_url,
         )
         done = events[-1]
         usage = done["usage"]

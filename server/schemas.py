@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.context import Effort
 
@@ -25,6 +25,15 @@ class ChatRequest(BaseModel):
     )
     effort: Effort | None = Field(default=None, description="low | medium | high (default medium).")
     stream: bool = Field(default=True, description="Server-Sent Events (true) or one JSON reply.")
+    user: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Who is asking, recorded as the trace's user (default: the key's tenant).",
+    )
+    trace: bool = Field(
+        default=True,
+        description="false: no Langfuse trace for this turn (when tracing is on at all).",
+    )
 
     @field_validator("message")
     @classmethod
@@ -32,6 +41,43 @@ class ChatRequest(BaseModel):
         if not value.strip():
             raise ValueError("message is empty")
         return value
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trace_id: str | None = Field(
+        default=None, max_length=64, description="The turn's trace id (`done.trace_id`)."
+    )
+    run_id: str | None = Field(
+        default=None, max_length=64, description="Or its run id (the same value)."
+    )
+    thumbs: Literal["up", "down"] | None = Field(default=None, description="up or down.")
+    score: float | None = Field(
+        default=None, ge=-1e6, le=1e6, description="Or a number (e.g. 1-5 stars)."
+    )
+    comment: str | None = Field(default=None, max_length=4_000, description="Free text.")
+    name: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Score name in Langfuse (default `user_feedback`).",
+    )
+
+    @model_validator(mode="after")
+    def _one_each(self) -> FeedbackRequest:
+        if (self.trace_id is None) == (self.run_id is None):
+            raise ValueError("give the turn's trace_id or its run_id (one of them)")
+        if (self.thumbs is None) == (self.score is None):
+            raise ValueError("give thumbs (up or down) or a score (one of them)")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    trace_id: str
+    name: str
+    value: float
+    url: str | None = Field(default=None, description="The trace in Langfuse's web UI.")
 
 
 class ErrorBody(BaseModel):
@@ -175,6 +221,10 @@ class DoneEvent(BaseModel):
     usage: Usage
     timings: Timings
     steps: list[dict[str, Any]]
+    trace_id: str | None = Field(
+        default=None, description="The turn's Langfuse trace; null when the turn is not traced."
+    )
+    trace_url: str | None = Field(default=None, description="The trace in Langfuse's web UI.")
 
 
 class ErrorEvent(BaseModel):

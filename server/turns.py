@@ -28,6 +28,8 @@ async def begin_turn(
     effort: str | None,
     history: list[Any] | None = None,
     streaming: bool = True,
+    user: str | None = None,
+    trace: bool = True,
 ) -> Run:
     """Check everything a request can get wrong before a run starts, then start it."""
     if len(message) > state.settings.max_message_chars:
@@ -59,6 +61,8 @@ async def begin_turn(
         history=history or [],
         new_thread=thread_id is None,
         streaming=streaming,
+        traced=state.services.tracing.sampled(trace),
+        user=user,
     )
 
 
@@ -81,6 +85,14 @@ async def _allowed_collections(
                 f"No collection {name!r}. Available: {', '.join(sorted(existing)) or 'none'}.",
             )
     return list(dict.fromkeys(requested))
+
+
+def trace_headers(run: Run) -> dict[str, str]:
+    """`X-Trace-Id` (and `X-Trace-Url`) of a traced turn, sent before its first event."""
+    headers = {"X-Trace-Id": run.trace_id} if run.trace_id else {}
+    if run.trace_url:
+        headers["X-Trace-Url"] = run.trace_url
+    return headers
 
 
 async def finished_run(run: Run, request: Request) -> Event:

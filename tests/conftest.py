@@ -33,9 +33,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's agentrag.toml, .env or AGENTRAG_* variables."""
+    """No test reads the developer's agentrag.toml, .env, AGENTRAG_* or LANGFUSE_* variables."""
     for key in list(os.environ):
-        if key.startswith("AGENTRAG_") and key != "AGENTRAG_SHARED_DATA":
+        if (key.startswith("AGENTRAG_") and key != "AGENTRAG_SHARED_DATA") or key.startswith(
+            "LANGFUSE_"
+        ):
             monkeypatch.delenv(key)
     monkeypatch.setenv("AGENTRAG_CONFIG", str(tmp_path / "no-agentrag.toml"))
     monkeypatch.chdir(tmp_path)

@@ -19,10 +19,10 @@ from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import AgentState
 from agent.text import message_text
 from agent.usage import UsageMeter
-from prompts.loader import load_prompt
 
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|he|him|his|she|her|there|then|the same|"
@@ -36,7 +36,12 @@ def looks_like_follow_up(question: str) -> bool:
 
 
 async def contextualize_query(
-    state: AgentState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
+    state: AgentState,
+    runtime: Runtime[AgentContext],
+    *,
+    models: ChatModels,
+    prompts: PromptSource,
+    usage: UsageMeter,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = runtime.context
@@ -66,7 +71,8 @@ async def contextualize_query(
             update["query"] = f"{previous} {question}".strip()
             note = "joined with the previous question"
         else:
-            prompt = load_prompt("contextualize").format(
+            template = prompts.get("contextualize")
+            prompt = template.format(
                 history="\n".join(
                     f"{'User' if isinstance(m, HumanMessage) else 'Assistant'}: {message_text(m)}"
                     for m in history
@@ -76,7 +82,9 @@ async def contextualize_query(
             llm_messages = [SystemMessage(prompt)]
             call_started = time.perf_counter()
             try:
-                reply = await (await models.aget("planner", ctx)).ainvoke(llm_messages)
+                reply = await (await models.aget("planner", ctx)).ainvoke(
+                    llm_messages, config=template.call_config()
+                )
                 rewritten = message_text(reply).strip().strip('"').splitlines()
                 update["query"] = (
                     rewritten[0].strip() if rewritten and rewritten[0].strip() else question

@@ -23,10 +23,10 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.edges import after_decompose
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import PREVIOUS_HOP, AgentState, Plan, SubQuery
 from agent.text import COMPARISON
 from agent.usage import UsageMeter
-from prompts.loader import load_prompt
 
 MIN_SUBQUESTION_WORDS = 4
 """Shorter parts ("Which year and which conference ...") are fragments of one question."""
@@ -93,7 +93,12 @@ def validate(decomposition: Decomposition, question: str, max_subqueries: int) -
 
 
 async def decompose_query(
-    state: AgentState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
+    state: AgentState,
+    runtime: Runtime[AgentContext],
+    *,
+    models: ChatModels,
+    prompts: PromptSource,
+    usage: UsageMeter,
 ) -> Command[Literal["research", "research_chain"]]:
     """Records the plan; `after_decompose` runs its sub-queries in parallel or hop by hop."""
     started = time.perf_counter()
@@ -103,16 +108,15 @@ async def decompose_query(
     plan: Plan | None = None
     note = "heuristic plan"
     if models.supports_tools and not exhausted(state, ctx, llm_calls=1):
-        prompt = load_prompt("decompose").format(
-            question=question, max_subqueries=ctx.max_subqueries
-        )
+        template = prompts.get("decompose")
+        prompt = template.format(question=question, max_subqueries=ctx.max_subqueries)
         messages = [SystemMessage(prompt), HumanMessage(question)]
         call_started = time.perf_counter()
         try:
             model = (await models.aget("planner", ctx)).with_structured_output(
                 Decomposition, method="function_calling", include_raw=True
             )
-            result: Any = await model.ainvoke(messages)
+            result: Any = await model.ainvoke(messages, config=template.call_config())
             update["usage"] = [
                 await usage.aentry(
                     turn, "decompose_query", "planner", messages, result.get("raw"), call_started

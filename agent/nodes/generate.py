@@ -19,6 +19,7 @@ from agent.budget import exhausted, flag, incomplete
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import AgentState, Citation, Evidence
 from agent.text import (
     CITATION,
@@ -32,7 +33,6 @@ from agent.text import (
 )
 from agent.usage import UsageMeter
 from agent.vectors import Vectors
-from prompts.loader import load_prompt
 from retrievers.similarity import cosine_matrix
 
 POST_HOC_MIN_SIMILARITY = 0.35
@@ -138,6 +138,7 @@ async def generate_answer(
     runtime: Runtime[AgentContext],
     *,
     models: ChatModels,
+    prompts: PromptSource,
     vectors: Vectors,
     usage: UsageMeter,
 ) -> dict[str, Any]:
@@ -170,10 +171,11 @@ async def generate_answer(
         return update
 
     if route["kind"] == "direct":
-        system = load_prompt("direct").format()
+        template = prompts.get("direct")
+        system = template.format()
     else:
-        name = "generate_strict" if attempts else "generate"
-        system = load_prompt(name).format(evidence=format_evidence(evidence))
+        template = prompts.get("generate_strict" if attempts else "generate")
+        system = template.format(evidence=format_evidence(evidence))
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
     model = (await models.aget("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None
@@ -182,7 +184,9 @@ async def generate_answer(
     counting = asyncio.create_task(asyncio.to_thread(usage.count_tokens, [system]))
     call_started = time.perf_counter()
     try:
-        async for chunk in model.astream(messages, config={"tags": ["answer"]}):
+        config = template.call_config()
+        config["tags"] = ["answer"]
+        async for chunk in model.astream(messages, config=config):
             full = chunk if full is None else full + chunk  # type: ignore[assignment]
             if prefetch is not None:
                 prefetch.feed(message_text(chunk))

@@ -23,11 +23,11 @@ from agent.context import AgentContext
 from agent.edges import after_grade
 from agent.errors import AgentragError
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import Evidence, Grade, ResearchState
 from agent.text import message_text
 from agent.usage import UsageMeter
 from agent.vectors import Vectors
-from prompts.loader import load_prompt
 from retrievers.similarity import cosine
 
 MIN_EVIDENCE = 2
@@ -49,6 +49,7 @@ async def grade_evidence(
     *,
     catalog: Catalog,
     models: ChatModels,
+    prompts: PromptSource,
     vectors: Vectors,
     usage: UsageMeter,
 ) -> Command[Literal["rewrite_query", "finish_research"]]:
@@ -65,7 +66,9 @@ async def grade_evidence(
     ]
     update: dict[str, Any] = {"retry": False}
     if ambiguous and ctx.effort == "high" and not research_budget(state, ctx, 1):
-        judged, entry = await _judge(state["query"], ambiguous[: ctx.k], ctx, turn, models, usage)
+        judged, entry = await _judge(
+            state["query"], ambiguous[: ctx.k], ctx, turn, models, prompts, usage
+        )
         if entry is not None:
             update["usage"] = [entry]
             kept += judged
@@ -153,17 +156,21 @@ async def _judge(
     ctx: AgentContext,
     turn: str,
     models: ChatModels,
+    prompts: PromptSource,
     usage: UsageMeter,
 ) -> tuple[list[Evidence], Any]:
     listing = "\n\n".join(
         f"[{i + 1}] {c['title']}: {c['text'][:600]}" for i, c in enumerate(chunks)
     )
-    prompt = load_prompt("judge").format(question=query, passage=listing)
+    template = prompts.get("judge")
+    prompt = template.format(question=query, passage=listing)
     prompt += "\nIf several passages are listed, answer with the numbers of the helpful ones."
     messages = [SystemMessage(prompt)]
     started = time.perf_counter()
     try:
-        reply = await (await models.aget("judge", ctx)).ainvoke(messages)
+        reply = await (await models.aget("judge", ctx)).ainvoke(
+            messages, config=template.call_config()
+        )
     except Exception:
         return [], None
     text = message_text(reply).lower()

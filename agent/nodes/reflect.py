@@ -21,6 +21,7 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.edges import after_reflect
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
 from agent.text import (
     CITATION,
@@ -141,6 +142,7 @@ async def reflect_answer(
     runtime: Runtime[AgentContext],
     *,
     models: ChatModels,
+    prompts: PromptSource,
     vectors: Vectors,
     usage: UsageMeter,
 ) -> Command[Literal["generate_answer", "__end__"]]:
@@ -169,7 +171,7 @@ async def reflect_answer(
     answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
     method: Literal["similarity", "llm"] = "similarity"
     if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):
-        verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, models, usage)
+        verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, models, prompts, usage)
         if entry is not None:
             update["usage"] = [entry]
             grounded, method = grounded and verdict_llm, "llm"
@@ -225,18 +227,22 @@ async def _llm_judge(
     evidence: list[Evidence],
     ctx: AgentContext,
     models: ChatModels,
+    prompts: PromptSource,
     usage: UsageMeter,
 ) -> tuple[bool, Any]:
+    template = prompts.get("check_answer")
     messages = [
         SystemMessage(
-            "Is every statement in the answer supported by the evidence? Reply with one word: "
-            f"yes or no.\n\n<evidence>\n{format_evidence(evidence)}\n</evidence>\n\n"
-            f"Question: {state['question']}\nAnswer: {answer}"
+            template.format(
+                evidence=format_evidence(evidence), question=state["question"], answer=answer
+            )
         )
     ]
     started = time.perf_counter()
     try:
-        reply = await (await models.aget("judge", ctx)).ainvoke(messages)
+        reply = await (await models.aget("judge", ctx)).ainvoke(
+            messages, config=template.call_config()
+        )
     except Exception:
         return True, None
     ok = message_text(reply).strip().lower().startswith("yes")

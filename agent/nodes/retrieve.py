@@ -21,6 +21,7 @@ from agent.catalog import Catalog
 from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.state import Evidence, ResearchState
+from agent.tracing import observed_search
 from tools.collection_search import title_candidates
 
 MENTION_HOPS = 2
@@ -52,14 +53,32 @@ async def retrieve_chunks(
     query = state["query"]
     searches = await catalog.asearches(ctx, state["collections"] or None)
     per_collection = ctx.k
-    results = await asyncio.gather(*(s.asearch(query, per_collection) for s in searches))
+    results = await asyncio.gather(
+        *(
+            observed_search(
+                f"search {s.info.name}",
+                query,
+                s.asearch(query, per_collection),
+                {"collection": s.info.name, "k": per_collection, "hop": "search"},
+            )
+            for s in searches
+        )
+    )
     found: list[Evidence] = [item for group in results for item in group]  # type: ignore[misc]
     if ctx.effort != "low" and ctx.linked_docs:
         top = sorted((e for group in results for e in group[: ctx.link_from]), key=_by_rank)
         texts = [e["text"] for e in top]
         skip = list(dict.fromkeys(e["doc_id"] for e in top))
         linked = await asyncio.gather(
-            *(s.alinked(query, texts, ctx.linked_docs, skip_docs=skip) for s in searches)
+            *(
+                observed_search(
+                    f"linked titles {s.info.name}",
+                    query,
+                    s.alinked(query, texts, ctx.linked_docs, skip_docs=skip),
+                    {"collection": s.info.name, "k": ctx.linked_docs, "hop": "linked titles"},
+                )
+                for s in searches
+            )
         )
         found += [item for group in linked for item in group]  # type: ignore[misc]
         seen = list(dict.fromkeys(e["doc_id"] for e in found))
@@ -69,7 +88,15 @@ async def retrieve_chunks(
             if t and t.lower() not in query.lower()
         ][:MENTION_HOPS]
         mentions = await asyncio.gather(
-            *(s.amentions(query, titles, skip_docs=seen) for s in searches)
+            *(
+                observed_search(
+                    f"mentions {s.info.name}",
+                    query,
+                    s.amentions(query, titles, skip_docs=seen),
+                    {"collection": s.info.name, "titles": titles, "hop": "mentions"},
+                )
+                for s in searches
+            )
         )
         hits: list[Evidence] = [item for group in mentions for item in group]  # type: ignore[misc]
         found += [{**e, "rank": e["rank"] + MENTION_FIRST_RANK} for e in hits]

@@ -20,10 +20,10 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.edges import after_rewrite
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import ResearchState
 from agent.text import keywords, message_text
 from agent.usage import UsageMeter
-from prompts.loader import load_prompt
 
 
 def keyword_rewrite(question: str, titles: list[str]) -> str:
@@ -33,7 +33,12 @@ def keyword_rewrite(question: str, titles: list[str]) -> str:
 
 
 async def rewrite_query(
-    state: ResearchState, runtime: Runtime[AgentContext], *, models: ChatModels, usage: UsageMeter
+    state: ResearchState,
+    runtime: Runtime[AgentContext],
+    *,
+    models: ChatModels,
+    prompts: PromptSource,
+    usage: UsageMeter,
 ) -> Command[Literal["retrieve_chunks", "finish_research"]]:
     """A new query, or `stalled` when it repeats one already tried; `after_rewrite` reads it."""
     started = time.perf_counter()
@@ -45,13 +50,16 @@ async def rewrite_query(
     update: dict[str, Any] = {"rewrites": state.get("rewrites", 0) + 1}
     how = "keywords"
     if ctx.effort == "high" and not research_budget(state, ctx, 1):
-        prompt = load_prompt("rewrite").format(
+        template = prompts.get("rewrite")
+        prompt = template.format(
             question=state["question"], query=original, terms=", ".join(titles[:5])
         )
         messages = [SystemMessage(prompt)]
         call_started = time.perf_counter()
         try:
-            reply = await (await models.aget("planner", ctx)).ainvoke(messages)
+            reply = await (await models.aget("planner", ctx)).ainvoke(
+                messages, config=template.call_config()
+            )
             lines = message_text(reply).strip().strip('"').splitlines()
             if lines and lines[0].strip():
                 new_query, how = lines[0].strip(), "planner"

@@ -23,6 +23,7 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.edges import after_route
 from agent.nodes.common import step
+from agent.prompt_source import PromptSource
 from agent.state import AgentState, Route, RouteKind
 from agent.text import COMPARISON
 from agent.usage import UsageMeter
@@ -91,6 +92,7 @@ async def route_query(
     *,
     catalog: Catalog,
     models: ChatModels,
+    prompts: PromptSource,
     vectors: Vectors,
     usage: UsageMeter,
 ) -> Command[Literal["generate_answer", "decompose_query", "research"]]:
@@ -117,7 +119,9 @@ async def route_query(
             if best < ctx.route_threshold:
                 chosen, reason = sorted(scores), "low similarity everywhere: searching all"
             elif ctx.effort == "high" and models.supports_tools and len(chosen) > 1:
-                picked, entry = await _tool_choice(state, ctx, chosen, catalog, models, usage)
+                picked, entry = await _tool_choice(
+                    state, ctx, chosen, catalog, models, prompts, usage
+                )
                 if entry is not None:
                     update["usage"] = [entry]
                 if picked:
@@ -145,20 +149,22 @@ async def _tool_choice(
     candidates: list[str],
     catalog: Catalog,
     models: ChatModels,
+    prompts: PromptSource,
     usage: UsageMeter,
 ) -> tuple[list[str], Any]:
     if exhausted(state, ctx, llm_calls=1):
         return [], None
     tools = [s.as_tool() for s in await catalog.asearches(ctx, candidates)]
     by_tool = {tool_name(name): name for name in candidates}
+    template = prompts.get("choose_collections")
     messages = [
-        SystemMessage("Choose the search tools whose collections can answer the question."),
+        SystemMessage(template.format()),
         HumanMessage(state["query"]),
     ]
     started = time.perf_counter()
     try:
         model = (await models.aget("planner", ctx)).bind_tools(tools)
-        reply = await model.ainvoke(messages)
+        reply = await model.ainvoke(messages, config=template.call_config())
     except Exception:
         return [], None
     picked = sorted(

@@ -18,7 +18,7 @@ from server.events import Event
 from server.metrics import Metrics
 from server.middleware import RECEIVED_AT
 from server.runs import Run
-from server.turns import begin_turn, finished_run
+from server.turns import begin_turn, finished_run, trace_headers
 
 router = APIRouter(tags=["chat"])
 
@@ -91,15 +91,20 @@ async def chat(
         collections=body.collections,
         effort=body.effort,
         streaming=body.stream,
+        user=body.user,
+        trace=body.trace,
     )
+    headers = trace_headers(run)
     if body.stream:
         return EventSourceResponse(
-            sse_events(run, request.scope.get(RECEIVED_AT), state.metrics), ping=15
+            sse_events(run, request.scope.get(RECEIVED_AT), state.metrics),
+            ping=15,
+            headers=headers,
         )
     result = await finished_run(run, request)
     if result["type"] == "error":
-        return run_error_response(result)
-    return JSONResponse(result)
+        return run_error_response(result, headers)
+    return JSONResponse(result, headers=headers)
 
 
 @router.post(

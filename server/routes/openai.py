@@ -23,7 +23,7 @@ from server.deps import Caller, State
 from server.errors import ApiError, run_error_response
 from server.events import Event
 from server.runs import Run
-from server.turns import begin_turn, finished_run
+from server.turns import begin_turn, finished_run, trace_headers
 
 router = APIRouter(tags=["openai"])
 
@@ -77,6 +77,12 @@ class CompletionRequest(BaseModel):
     collections: list[str] | None = Field(
         default=None, description="agentrag extension: collections to search."
     )
+    user: str | None = Field(
+        default=None, max_length=200, description="End user, recorded as the trace's user."
+    )
+    trace: bool = Field(
+        default=True, description="agentrag extension: false, no Langfuse trace for this turn."
+    )
 
 
 @router.get("/v1/models")
@@ -126,17 +132,22 @@ async def chat_completions(
         effort=MODELS[body.model],
         history=history,
         streaming=body.stream,
+        user=body.user,
+        trace=body.trace,
     )
+    headers = trace_headers(run)
     created = int(time.time())
     completion_id = f"chatcmpl-{run.run_id}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(
-            _stream(run, body.model, completion_id, created, include_usage), ping=15
+            _stream(run, body.model, completion_id, created, include_usage),
+            ping=15,
+            headers=headers,
         )
     result = await finished_run(run, request)
     if result["type"] == "error":
-        return run_error_response(result)
+        return run_error_response(result, headers)
     return JSONResponse(
         {
             "id": completion_id,
@@ -154,7 +165,8 @@ async def chat_completions(
             "citations": result["citations"],
             "thread_id": result["thread_id"],
             "agentrag": _extras(result),
-        }
+        },
+        headers=headers,
     )
 
 
@@ -173,6 +185,8 @@ def _extras(done: Event) -> dict[str, Any]:
         "verdict": done.get("verdict"),
         "flags": done.get("flags") or [],
         "llm_calls": done["usage"]["llm_calls"],
+        "trace_id": done.get("trace_id"),
+        "trace_url": done.get("trace_url"),
     }
 
 
