@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from agent.settings import Settings
 from agent.tracing import Tracing
@@ -32,7 +32,7 @@ class PromptSource:
         self._tracing = tracing
         self._fetched: dict[str, tuple[Prompt | None, float]] = {}
         """Name -> (the Langfuse version, or None when there is none; when it was asked)."""
-        self._pending: set[str] = set()
+        self._pending: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -47,8 +47,7 @@ class PromptSource:
             fetched, at = self._fetched.get(name, (None, -float("inf")))
             stale = now - at >= self._ttl
             if stale and name not in self._pending:
-                self._pending.add(name)
-                self._executor().submit(self._fetch, name)
+                self._pending[name] = self._executor().submit(self._fetch, name)
         return fetched or local
 
     def prefetch(self) -> None:
@@ -57,6 +56,13 @@ class PromptSource:
         if self.label is not None:
             for name in available_prompts():
                 self.get(name)
+
+    def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait for the fetches under way (a command about to run turns it wants consistent);
+        True when none is left."""
+        with self._lock:
+            pending = list(self._pending.values())
+        return not wait(pending, timeout=timeout_s).not_done
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -89,7 +95,7 @@ class PromptSource:
             log.info("prompt %r label %r not taken from Langfuse: %s", name, self.label, exc)
         with self._lock:
             self._fetched[name] = (fetched, time.monotonic())
-            self._pending.discard(name)
+            self._pending.pop(name, None)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -309,15 +309,17 @@ class Tracing:
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         tenant: str | None = None,
+        nested: bool = False,
     ) -> Iterator[TurnTrace]:
         """Open a turn's trace around the code that runs the turn; its root observation is
         current inside, so the graph's spans nest under it. `trace_id` (32 hex digits) lets
         a caller hand the id out before the turn starts; `traced=False` (the caller turned
-        tracing off, or the turn fell out of the sample) yields an untraced turn."""
+        tracing off, or the turn fell out of the sample) yields an untraced turn. `nested`:
+        the turn is part of a trace already open here (an experiment's item), not its own."""
         if not (self.enabled and traced):
             yield TurnTrace()
             return
-        trace_id = trace_id or new_trace_id()
+        trace_id = None if nested else trace_id or new_trace_id()
         tenant_token = _tenant.set(tenant or user_id)
         try:
             with contextlib.ExitStack() as stack:
@@ -330,6 +332,7 @@ class Tracing:
                     stack.close()
                     yield TurnTrace()
                     return
+                trace_id = str(root.trace_id)
                 yield TurnTrace(trace_id, self.url(trace_id), handler, root, self)
         finally:
             _tenant.reset(tenant_token)
@@ -340,7 +343,7 @@ class Tracing:
         question: str,
         session_id: str,
         user_id: str,
-        trace_id: str,
+        trace_id: str | None,
         tags: Sequence[str],
         metadata: Mapping[str, str] | None,
     ) -> tuple[Any, BaseCallbackHandler]:
@@ -351,7 +354,7 @@ class Tracing:
             client.start_as_current_observation(
                 name=TURN_NAME,
                 as_type="agent",
-                trace_context={"trace_id": trace_id},
+                trace_context={"trace_id": trace_id} if trace_id else None,
                 input={"message": question},
                 metadata=dict(metadata or {}),
             )

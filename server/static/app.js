@@ -327,6 +327,40 @@
       this.answerEl.dataset.state = "done";
       this.node.setAttribute("aria-busy", "false");
       this.setStatus(`${ms(timings.total_ms)} · ${plural(usage.llm_calls ?? 0, "LLM call")}`);
+      if (done.trace_id) this.addTraceBar(done.trace_id, done.trace_url);
+    }
+
+    /** A traced answer: a link to its Langfuse trace and thumbs that post a feedback score. */
+    addTraceBar(traceId, traceUrl) {
+      const note = el("span", { className: "feedback-note", role: "status" });
+      const thumb = (value, label, symbol) => el("button", {
+        type: "button", className: "thumb button-secondary", "data-thumbs": value,
+        "aria-label": label, title: label, text: symbol,
+      });
+      const up = thumb("up", "Good answer", "👍");
+      const down = thumb("down", "Bad answer", "👎");
+      const send = async (button) => {
+        up.disabled = down.disabled = true;
+        try {
+          await api("/v1/feedback", {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ trace_id: traceId, thumbs: button.dataset.thumbs }),
+          });
+          button.setAttribute("aria-pressed", "true");
+          note.textContent = "Thanks: recorded on the trace.";
+        } catch (err) {
+          up.disabled = down.disabled = false;
+          note.textContent = `Feedback not recorded: ${err.message}`;
+        }
+      };
+      up.addEventListener("click", () => send(up));
+      down.addEventListener("click", () => send(down));
+      const link = traceUrl
+        ? el("a", { className: "trace-link", href: traceUrl, target: "_blank", rel: "noopener", text: "Trace in Langfuse" })
+        : el("span", { className: "trace-link", title: "Langfuse trace id", text: `Trace ${traceId}` });
+      this.node.querySelector(".bubble").append(
+        el("div", { className: "feedback", "data-trace-id": traceId }, link, up, down, note));
     }
 
     /** Progress events become lines of the steps panel. */
