@@ -8,12 +8,16 @@ import subprocess
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from agent.settings import Settings, load_settings
+from eval.langfuse_recorder import LangfuseRecorder
 from retrievers.embeddings import LocalEmbeddings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +56,23 @@ def settings(tmp_path: Path) -> Settings:
 def minilm() -> Iterator[LocalEmbeddings]:
     """The bundled model, loaded once per test session."""
     yield LocalEmbeddings(device="cpu")
+
+
+@pytest.fixture
+def langfuse() -> Iterator[LangfuseRecorder]:
+    """A Langfuse stand-in on loopback for the real SDK. Its public key is new in every test:
+    the SDK keeps one client per public key for the life of the process."""
+    with LangfuseRecorder(public_key=f"pk-lf-{uuid.uuid4().hex[:16]}") as recorder:
+        yield recorder
+
+
+def traced_settings(settings: Settings, recorder: LangfuseRecorder, **extra: Any) -> Settings:
+    """`settings` with tracing on, sending to `recorder`."""
+    return settings.model_copy(
+        update={
+            "langfuse_public_key": recorder.public_key,
+            "langfuse_secret_key": SecretStr(recorder.secret_key),
+            "langfuse_base_url": recorder.base_url,
+            **extra,
+        }
+    )

@@ -1,6 +1,8 @@
 """The container files agree with the code: every AGENTRAG_* variable docker-compose.yml sets is
-a real setting and the wiring validates; the Dockerfile copies every package, installs extras
-that exist, and starts a CLI command that parses. No Docker engine is needed."""
+a real setting and the wiring validates; the Langfuse beside agentrag is wired to its own
+datastores and to agentrag with the same project keys, and agentrag starts without it; every
+variable compose reads has a default or is in .env.example; the Dockerfile copies every package,
+installs extras that exist, and starts a CLI command that parses. No Docker engine is needed."""
 
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ import pytest
 import typer
 import yaml
 
-from agent.settings import ENV_PREFIX, Settings
+from agent.settings import ENV_PREFIX, LANGFUSE_VARIABLES, Settings
+from agent.tracing import Tracing
 from cli.main import app as cli_app
 from server.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / ".env.example"
 # Values for variables the compose file requires from .env (`${NAME:?message}`).
 REQUIRED_SAMPLES = {"AGENTRAG_LLM_BASE_URL": "http://llm.example:8080/v1"}
 INTERPOLATION = re.compile(
@@ -115,6 +119,155 @@ def test_healthcheck_probes_readiness(compose: dict[str, Any]) -> None:
     assert compose["services"]["agentrag"]["depends_on"]["postgres"]["condition"] == (
         "service_healthy"
     )
+
+
+def service_with_image(services: dict[str, Any], image: str) -> str:
+    """The one service running `image` (a name with its tag, or a name ending in `:`)."""
+    names = [
+        name
+        for name, service in services.items()
+        if service.get("image", "") == image
+        or (image.endswith(":") and service.get("image", "").startswith(image))
+    ]
+    assert len(names) == 1, f"one service runs {image}, not {names}"
+    return names[0]
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    """Container port -> host port, from short-syntax `ports` (`[IP:]HOST:CONTAINER`)."""
+    pairs = [str(port).split(":")[-2:] for port in service.get("ports", [])]
+    return {int(container): int(host) for host, container in pairs}
+
+
+def dependencies(services: dict[str, Any], name: str) -> set[str]:
+    """Every service `name` waits for, directly or through another."""
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        for dependency in services[todo.pop()].get("depends_on") or {}:
+            if dependency not in found:
+                found.add(dependency)
+                todo.append(dependency)
+    return found
+
+
+def langfuse_services(services: dict[str, Any]) -> tuple[str, str]:
+    return (
+        service_with_image(services, "langfuse/langfuse:3"),
+        service_with_image(services, "langfuse/langfuse-worker:3"),
+    )
+
+
+def test_langfuse_is_wired_to_its_own_datastores(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web, worker = langfuse_services(services)
+    env = {k: interpolate(v) for k, v in environment(services[web]).items()}
+    worker_env = {k: interpolate(v) for k, v in environment(services[worker]).items()}
+    mismatched = [k for k, v in worker_env.items() if env.get(k) != v]
+    assert mismatched == [], f"web and worker disagree on {mismatched}"
+    assert re.fullmatch(r"[0-9a-f]{64}", env["ENCRYPTION_KEY"]), "ENCRYPTION_KEY: 64 hex digits"
+    assert env["NEXTAUTH_SECRET"] and env["SALT"]
+
+    database = urlsplit(env["DATABASE_URL"])
+    postgres = services[database.hostname or ""]
+    assert postgres["image"].startswith("postgres:")
+    db_env = {k: interpolate(v) for k, v in environment(postgres).items()}
+    assert database.username == db_env["POSTGRES_USER"]
+    assert database.password == db_env["POSTGRES_PASSWORD"]
+    assert database.path.lstrip("/") == db_env["POSTGRES_DB"]
+
+    clickhouse = urlsplit(env["CLICKHOUSE_URL"]).hostname or ""
+    assert urlsplit(env["CLICKHOUSE_MIGRATION_URL"]).hostname == clickhouse
+    assert services[clickhouse]["image"].startswith("clickhouse/clickhouse-server")
+    clickhouse_env = {k: interpolate(v) for k, v in environment(services[clickhouse]).items()}
+    assert env["CLICKHOUSE_USER"] == clickhouse_env["CLICKHOUSE_USER"]
+    assert env["CLICKHOUSE_PASSWORD"] == clickhouse_env["CLICKHOUSE_PASSWORD"]
+
+    redis = services[env["REDIS_HOST"]]
+    assert redis["image"].startswith(("redis:", "valkey/valkey:"))
+    assert f"--requirepass {env['REDIS_AUTH']}" in interpolate(redis["command"])
+
+    minio_name = urlsplit(env["LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT"]).hostname or ""
+    minio = services[minio_name]
+    assert "minio" in minio["image"]
+    minio_env = {k: interpolate(v) for k, v in environment(minio).items()}
+    for kind in ("EVENT", "MEDIA"):
+        prefix = f"LANGFUSE_S3_{kind}_UPLOAD_"
+        assert env[prefix + "ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]
+        assert env[prefix + "SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
+        assert f"mkdir -p /data/{env[prefix + 'BUCKET']} " in minio["command"], "bucket made"
+    # presigned media URLs point at a port this host publishes
+    media_port = urlsplit(env["LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT"]).port
+    assert media_port in published(minio).values()
+
+    datastores = {database.hostname, clickhouse, env["REDIS_HOST"], minio_name}
+    for name in (web, worker):
+        depends = services[name]["depends_on"]
+        assert set(depends) == datastores, name
+        assert {d["condition"] for d in depends.values()} == {"service_healthy"}
+    for datastore in datastores:
+        assert services[datastore]["healthcheck"]["test"], f"{datastore} has no healthcheck"
+
+
+def test_agentrag_traces_to_the_langfuse_beside_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web, _ = langfuse_services(services)
+    env = {k: interpolate(v) for k, v in environment(services["agentrag"]).items()}
+    langfuse = {k: interpolate(v) for k, v in environment(services[web]).items()}
+
+    base = urlsplit(env["LANGFUSE_BASE_URL"])
+    assert base.hostname == web and base.port in published(services[web])
+    assert env["LANGFUSE_PUBLIC_KEY"] == langfuse["LANGFUSE_INIT_PROJECT_PUBLIC_KEY"]
+    assert env["LANGFUSE_SECRET_KEY"] == langfuse["LANGFUSE_INIT_PROJECT_SECRET_KEY"]
+    assert env["AGENTRAG_LANGFUSE_PROJECT_ID"] == langfuse["LANGFUSE_INIT_PROJECT_ID"]
+    ui = env["AGENTRAG_LANGFUSE_UI_URL"]
+    assert ui == langfuse["NEXTAUTH_URL"]
+    assert urlsplit(ui).port in published(services[web]).values()
+    # .env can still turn tracing off
+    assert "LANGFUSE_TRACING_ENABLED" not in env
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{setting_name(k): v for k, v in env.items() if k.startswith(ENV_PREFIX)},
+        **{k: v for k, v in env.items() if k in LANGFUSE_VARIABLES},
+    )
+    tracing = Tracing(settings)
+    assert tracing.enabled
+    project = langfuse["LANGFUSE_INIT_PROJECT_ID"]
+    assert tracing.url("t1") == f"{ui}/project/{project}/traces/t1"
+
+
+def test_agentrag_starts_without_langfuse(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    langfuse_side = set(langfuse_services(services))
+    for name in set(langfuse_side):
+        langfuse_side |= dependencies(services, name)
+    # `docker compose up agentrag` starts none of Langfuse, nor waits on it
+    assert dependencies(services, "agentrag") & langfuse_side == set()
+
+
+def env_example() -> dict[str, str]:
+    """NAME -> value of each line of .env.example, commented out or not."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    found = (re.fullmatch(r"#?\s*([A-Z_][A-Z0-9_]*)=(.*)", line.strip()) for line in lines)
+    return {m[1]: m[2].strip() for m in found if m}
+
+
+def test_every_compose_variable_has_a_default_or_is_in_env_example() -> None:
+    example = env_example()
+    defaults: dict[str, set[str]] = {}
+    for match in INTERPOLATION.finditer(COMPOSE.read_text()):
+        name, op = match["name"], match["op"] or ""
+        if "-" in op:
+            defaults.setdefault(name, set()).add(match["arg"] or "")
+        else:
+            assert name in example, f"${{{name}}} has no default and is not in .env.example"
+    # one dev default per variable, the one .env.example shows
+    for name, values in defaults.items():
+        assert len(values) == 1, f"{name} has different defaults: {sorted(values)}"
+        if name in example:
+            assert example[name] == next(iter(values)), f".env.example shows another {name}"
+    assert set(REQUIRED_SAMPLES) <= set(example)
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
