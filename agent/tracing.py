@@ -244,17 +244,27 @@ class Tracing:
             return self._client
 
     def _make_client(self) -> Langfuse:
+        """The client exports through a tracer provider of its own, not the process's global
+        one: agentrag's spans go to Langfuse whatever else the process traces, and nothing
+        else of the process's does."""
         from langfuse import Langfuse
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
 
+        release = package_version()
         secret = self.settings.langfuse_secret_key
         return Langfuse(
             public_key=self.settings.langfuse_public_key,
             secret_key=secret.get_secret_value() if secret is not None else None,
             base_url=self.settings.langfuse_base_url,
-            release=package_version(),
+            release=release,
             # sampling is decided per turn here, so a trace id sent to a client is a trace
             sample_rate=1.0,
             mask=self.mask,
+            tracer_provider=TracerProvider(
+                resource=Resource.create({"langfuse.release": release, "service.name": "agentrag"}),
+                shutdown_on_exit=False,
+            ),
         )
 
     def start(self) -> None:
@@ -399,10 +409,15 @@ class Tracing:
         return True if client is None else self._bounded(client.flush, timeout_s)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
-        """`flush`, then stop the client's threads (a process about to exit): the SDK's own
-        exit hook, which could wait on a hanging Langfuse without limit, is removed."""
+        """At the end of a process: `flush`; if Langfuse did not take everything in time, stop
+        the client too, so that the SDK's exit hook does not wait on it without limit."""
         client = self._client
-        return True if client is None else self._bounded(client.shutdown, timeout_s)
+        if client is None:
+            return True
+        if self.flush(timeout_s):
+            return True
+        threading.Thread(target=client.shutdown, name="agentrag-trace-stop", daemon=True).start()
+        return False
 
     def _bounded(self, work: Callable[[], None], timeout_s: float | None) -> bool:
         done = threading.Event()

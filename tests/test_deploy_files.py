@@ -226,12 +226,9 @@ def test_agentrag_traces_to_the_langfuse_beside_it(compose: dict[str, Any]) -> N
     # .env can still turn tracing off
     assert "LANGFUSE_TRACING_ENABLED" not in env
 
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        **{setting_name(k): v for k, v in env.items() if k.startswith(ENV_PREFIX)},
-        **{k: v for k, v in env.items() if k in LANGFUSE_VARIABLES},
-    )
-    tracing = Tracing(settings)
+    values: dict[str, Any] = {k: v for k, v in env.items() if k in LANGFUSE_VARIABLES}
+    values |= {setting_name(k): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    tracing = Tracing(Settings(_env_file=None, **values))  # type: ignore[call-arg]
     assert tracing.enabled
     project = langfuse["LANGFUSE_INIT_PROJECT_ID"]
     assert tracing.url("t1") == f"{ui}/project/{project}/traces/t1"

@@ -30,6 +30,8 @@ from langgraph_sdk.schema import StreamPart
 
 from agent.ports import free_port
 from agent.settings import load_settings
+from agent.tracing import TURN_NAME
+from eval.langfuse_recorder import LangfuseRecorder
 from retrievers.embeddings import LocalEmbeddings
 from retrievers.stack import RetrievalStack
 from tests.conftest import REPO, SAMPLES
@@ -173,9 +175,10 @@ def absolute(spec: str) -> str:
     return f"{(REPO / target).resolve()}:{variable}"
 
 
-def server_env(data_dir: Path) -> dict[str, str]:
+def server_env(data_dir: Path, langfuse: LangfuseRecorder) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in REMOVED_ENV}
     env.update(OFFLINE_ENV)
+    env.update(langfuse.env())
     env["AGENTRAG_DATA_DIR"] = str(data_dir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
@@ -215,7 +218,9 @@ def stop_everything(server: DevServer) -> None:
 
 
 @pytest.fixture
-def dev_server(tmp_path: Path, minilm: LocalEmbeddings) -> Iterator[DevServer]:
+def dev_server(
+    tmp_path: Path, minilm: LocalEmbeddings, langfuse: LangfuseRecorder
+) -> Iterator[DevServer]:
     if not LANGGRAPH.is_file():
         pytest.skip(f"{LANGGRAPH} not found: pip install 'langgraph-cli[inmem]'")
     data_dir = tmp_path / "data"
@@ -247,7 +252,7 @@ def dev_server(tmp_path: Path, minilm: LocalEmbeddings) -> Iterator[DevServer]:
         process = subprocess.Popen(
             command,
             cwd=workdir,
-            env=server_env(data_dir),
+            env=server_env(data_dir, langfuse),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -306,7 +311,9 @@ def without_citations(text: str) -> str:
     return " ".join(CITATION_MARK.sub("", text).split())
 
 
-async def test_langgraph_dev_serves_the_agent(dev_server: DevServer) -> None:
+async def test_langgraph_dev_serves_the_agent(
+    dev_server: DevServer, langfuse: LangfuseRecorder
+) -> None:
     client = get_client(url=dev_server.url)
 
     assistants = await client.assistants.search(graph_id=GRAPH_ID)
@@ -372,6 +379,24 @@ async def test_langgraph_dev_serves_the_agent(dev_server: DevServer) -> None:
         threads = (await http.get("/v1/threads")).json()["threads"]
         assert [t["thread_id"] for t in threads] == [done["thread_id"]]
         assert (await http.get("/ok")).status_code == 200  # LangGraph's own API still answers
+
+    # With Langfuse set up, each run Studio starts is a trace of its own, the graph at its root,
+    # scored; the chat API's turn is one too, under its `chat turn`.
+    studio_threads = {thread["thread_id"], again["thread_id"]}
+    assert langfuse.wait_for(
+        lambda r: (
+            len(r.trace_ids()) == 3 and {s["name"] for s in r.scores()} >= {"grounded", "llm_calls"}
+        )
+    ), dev_server.failure(f"traces: {langfuse.trace_ids()}")
+    roots = {langfuse.root(t).name: langfuse.root(t) for t in langfuse.trace_ids()}
+    assert roots[TURN_NAME].attributes["session.id"] == done["thread_id"]
+    studio = [langfuse.root(t) for t in langfuse.trace_ids() if langfuse.root(t).name == GRAPH_ID]
+    assert {r.attributes["session.id"] for r in studio} == studio_threads
+    for root in studio:
+        nodes = [s.name for s in langfuse.children(root)]
+        assert "generate_answer" in nodes and "reflect_answer" in nodes, nodes
+        scores = {s["name"] for s in langfuse.scores(root.trace_id)}
+        assert {"grounded", "llm_calls", "evidence_chunks"} <= scores, scores
 
     llama = [p for p in dev_server.descendants() if "llama_cpp.server" in p.cmdline]
     assert llama, "agentrag did not serve the bundled model from inside langgraph dev"

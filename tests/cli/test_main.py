@@ -9,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from eval.langfuse_recorder import LangfuseRecorder
+from eval.scripted_llm import ScriptedLLM
 from tests.conftest import SAMPLES
 
 runner = CliRunner()
@@ -115,6 +117,33 @@ def test_ask_with_the_bundled_llm(data_env: Path) -> None:
     )
     assert follow_up.exit_code == 0, follow_up.output
     assert json.loads(follow_up.output)["thread_id"] == payload["thread_id"]
+
+
+@pytest.mark.integration
+def test_ask_is_one_trace_and_prints_its_link(
+    data_env: Path, monkeypatch: pytest.MonkeyPatch, langfuse: LangfuseRecorder
+) -> None:
+    assert runner.invoke(app, ["ingest", str(SAMPLES / "astronomy"), "-c", "astro"]).exit_code == 0
+    for name, value in langfuse.env().items():
+        monkeypatch.setenv(name, value)
+    question = "Which planet has the hottest surface?"
+    with ScriptedLLM() as llm:
+        monkeypatch.setenv("AGENTRAG_LLM_BASE_URL", llm.base_url)
+        shown = runner.invoke(app, ["ask", question, "--effort", "low"])
+        as_json = runner.invoke(app, ["ask", question, "--effort", "low", "--json"])
+        untraced = runner.invoke(app, ["ask", question, "--effort", "low", "--no-trace", "--json"])
+    assert shown.exit_code == as_json.exit_code == untraced.exit_code == 0, shown.output
+    payload = json.loads(as_json.output)
+    assert payload["trace_url"] == f"{langfuse.base_url}/trace/{payload['trace_id']}"
+    assert json.loads(untraced.output)["trace_id"] is None
+    assert f"trace {langfuse.base_url}/trace/" in shown.output
+    # the command sends its traces before it exits
+    traces = langfuse.trace_ids()
+    assert len(traces) == 2 and payload["trace_id"] in traces
+    root = langfuse.root(payload["trace_id"])
+    assert root.metadata["entry"] == "cli"
+    assert root.attributes["session.id"] == payload["thread_id"]
+    assert {s["name"] for s in langfuse.scores(payload["trace_id"])} >= {"grounded", "llm_calls"}
 
 
 def test_ask_refuses_bad_arguments(data_env: Path) -> None:

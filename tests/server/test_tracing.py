@@ -54,10 +54,12 @@ TURN_SCORES = {
 def traced(
     make_services: Callable[..., Services], agent_settings: Settings, langfuse: LangfuseRecorder
 ) -> Iterator[Services]:
-    settings = traced_settings(agent_settings, langfuse, llm_api_key=SecretStr(LLM_KEY))
+    settings = traced_settings(
+        agent_settings, langfuse, llm_api_key=SecretStr(LLM_KEY), trace_flush_timeout_s=1.0
+    )
     services = make_services(supports_tools=False, settings=settings, default=looping())
     yield services
-    services.tracing.shutdown(timeout_s=5)
+    services.tracing.shutdown(timeout_s=1)
 
 
 def chat(client: TestClient, **body: Any) -> tuple[httpx.Headers, list[dict[str, Any]]]:
@@ -169,7 +171,7 @@ def test_flags_become_scores_with_their_reasons(
     (score,) = [s for s in langfuse.scores(done["trace_id"]) if s["name"] == "flag_citations_added"]
     assert score["value"] == 1.0
     assert "cited nothing" in score["comment"]
-    services.tracing.shutdown(timeout_s=5)
+    services.tracing.shutdown(timeout_s=1)
 
 
 def test_openai_endpoint_turns_are_traced_and_name_their_trace(
@@ -215,7 +217,7 @@ def test_a_turn_can_opt_out_and_sampling_leaves_turns_untraced(
         assert "x-trace-id" not in headers and events[-1]["trace_id"] is None
     services.tracing.flush(timeout_s=10)
     assert langfuse.trace_ids() == []
-    services.tracing.shutdown(timeout_s=5)
+    services.tracing.shutdown(timeout_s=1)
 
 
 def test_tracing_is_off_without_keys(services: Services, client: TestClient) -> None:
@@ -280,7 +282,7 @@ async def test_concurrent_turns_never_share_a_trace(
         assert {s.attributes["session.id"] for s in spans} == {turn["thread_id"]}
         ids = {s.span_id for s in spans}
         assert all(s.parent_span_id in ids for s in spans if not s.is_root)
-    services.tracing.shutdown(timeout_s=5)
+    services.tracing.shutdown(timeout_s=1)
 
 
 def test_feedback_is_a_score_on_the_trace_for_its_own_tenant_only(
