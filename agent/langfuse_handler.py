@@ -1,13 +1,16 @@
 """Langfuse's LangChain callback handler, fitted to agentrag's turns. Imported only when
 tracing is on.
 
-Five additions to the stock handler:
+Six additions to the stock handler:
+- a node's span records the state it reads and writes with each chunk cut to its id, title and
+  scores (`compact_state`), not the whole state with every chunk's text, twice per node;
 - it runs inline on the event loop: the stock one is synchronous, and LangChain hops to a
   worker thread for every callback of such a handler (dozens per turn);
 - a generation links the prompt its call was made with: nodes pass the prompt in the call's
   metadata (`langfuse_prompt`), the stock handler only reads it from an enclosing chain;
 - token usage is counted with the bundled tokenizer when the model reports none (a server that
-  streams without usage), and marked as counted;
+  streams without usage), and marked as counted: in a worker thread, the generation ending
+  there with the time the call ended;
 - at the root of a run with no turn of agentrag's around it (`langgraph dev`), the thread id
   becomes the session id and the tenant the user id;
 - there too, the run's end posts the turn's scores (`finish_root`), as agentrag's own turns do.
@@ -15,7 +18,11 @@ Five additions to the stock handler:
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +31,61 @@ from langchain_core.outputs import LLMResult
 from langfuse.langchain import CallbackHandler
 from langfuse.langchain.CallbackHandler import _parse_usage
 
+from agent.tracing import compact_state
+
 TokenCount = Callable[[Sequence[str]], int]
 RootFinish = Callable[[str, Mapping[str, Any]], None]
+
+
+@cache
+def _counting_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrag-trace-usage")
+
+
+def counted_generations_done(timeout_s: float) -> bool:
+    """Wait for the generations still being counted to end (before a flush sends them)."""
+    try:
+        _counting_thread().submit(lambda: None).result(timeout=timeout_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+class _CountedGeneration:
+    """Stands in for a generation whose model reported no usage while the stock handler ends
+    it: the update it makes is kept, and the end happens in a worker thread once the tokens
+    are counted."""
+
+    def __init__(
+        self, generation: Any, count: TokenCount, prompt: list[str], reply: list[str]
+    ) -> None:
+        self._generation = generation
+        self._count = count
+        self._prompt = prompt
+        self._reply = reply
+        self._update: dict[str, Any] = {}
+
+    def update(self, **fields: Any) -> _CountedGeneration:
+        self._update.update(fields)
+        return self
+
+    def end(self, end_time: int | None = None) -> None:
+        """Finishes in the caller's context: masking reads the turn's tenant from it."""
+        ended = end_time or time.time_ns()
+        _counting_thread().submit(contextvars.copy_context().run, self._finish, ended)
+
+    def _finish(self, ended: int) -> None:
+        fields = dict(self._update)
+        try:
+            tokens_in, tokens_out = self._count(self._prompt), self._count(self._reply)
+            fields["usage_details"] = {
+                "input": tokens_in,
+                "output": tokens_out,
+                "total": tokens_in + tokens_out,
+            }
+            fields["metadata"] = {"usage_source": "counted with the bundled tokenizer"}
+        finally:
+            self._generation.update(**fields).end(end_time=ended)
 
 
 class TurnCallbackHandler(CallbackHandler):
@@ -57,6 +117,8 @@ class TurnCallbackHandler(CallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
+        if parent_run_id is not None:
+            inputs = compact_state(inputs)
         if parent_run_id is None and metadata is not None and self._finish_root is not None:
             metadata = dict(metadata)
             thread = metadata.get("thread_id")
@@ -84,6 +146,10 @@ class TurnCallbackHandler(CallbackHandler):
         **kwargs: Any,
     ) -> Any:
         root = self._runs.get(run_id) if parent_run_id is None else None
+        if parent_run_id is not None:
+            outputs = compact_state(outputs)
+            if "inputs" in kwargs:
+                kwargs["inputs"] = compact_state(kwargs["inputs"])
         result = super().on_chain_end(outputs, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
         if root is not None and self._finish_root is not None and isinstance(outputs, Mapping):
             self._finish_root(root.trace_id, outputs)
@@ -123,8 +189,17 @@ class TurnCallbackHandler(CallbackHandler):
         **kwargs: Any,
     ) -> Any:
         prompt = self._prompts.pop(run_id, None)
-        if prompt is not None and self._count_tokens and _parse_usage(response) is None:
-            response = self._with_counted_usage(response, prompt, run_id)
+        generation = self._runs.get(run_id)
+        if (
+            prompt is not None
+            and generation is not None
+            and self._count_tokens is not None
+            and _parse_usage(response) is None
+        ):
+            reply = [g.text for batch in response.generations for g in batch]
+            self._runs[run_id] = _CountedGeneration(  # type: ignore[assignment]
+                generation, self._count_tokens, prompt, reply
+            )
         return super().on_llm_end(response, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
 
     def on_llm_error(
@@ -137,25 +212,3 @@ class TurnCallbackHandler(CallbackHandler):
     ) -> Any:
         self._prompts.pop(run_id, None)
         return super().on_llm_error(error, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
-
-    def _with_counted_usage(
-        self, response: LLMResult, prompt: list[str], run_id: UUID
-    ) -> LLMResult:
-        assert self._count_tokens is not None
-        try:
-            reply = [g.text for batch in response.generations for g in batch]
-            tokens_in = self._count_tokens(prompt)
-            tokens_out = self._count_tokens(reply)
-        except Exception:
-            return response
-        generation = self._runs.get(run_id)
-        if generation is not None:
-            generation.update(metadata={"usage_source": "counted with the bundled tokenizer"})
-        usage = {
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-            "total_tokens": tokens_in + tokens_out,
-        }
-        return response.model_copy(
-            update={"llm_output": {**(response.llm_output or {}), "token_usage": usage}}
-        )

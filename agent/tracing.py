@@ -20,9 +20,11 @@ import contextvars
 import dataclasses
 import importlib
 import logging
+import os
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +35,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 from langgraph.config import get_config
+from langgraph.types import Command, Send
 from pydantic import BaseModel
 
 from agent.errors import ConfigError
@@ -60,6 +63,11 @@ SECRET_TEXT = re.compile(
 Langfuse style keys, agentrag API keys."""
 MAX_ITEMS = 200
 """Longest list a trace records in full."""
+EVIDENCE_FIELDS = ("id", "title", "collection", "relevance", "retrieval_score", "rank")
+"""What a node's span shows of each chunk in the state it reads and writes; the chunks' texts
+are in the retriever observations that found them and in the prompts that used them."""
+_MAYBE_SECRET = ("earer", "EARER", "k-", "K-", "r-", "R-")
+"""Substrings every `SECRET_TEXT` match contains: texts without any skip the regex."""
 
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentrag_trace_tenant", default=None
@@ -118,7 +126,8 @@ class TraceMask:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        value = SECRET_TEXT.sub(lambda m: (m.group(1) or "") + REDACTED, value)
+        if any(marker in value for marker in _MAYBE_SECRET):
+            value = SECRET_TEXT.sub(lambda m: (m.group(1) or "") + REDACTED, value)
         if self._hook is not None:
             value = self._hook(value, _tenant.get())
         if len(value) > self.max_chars:
@@ -164,6 +173,29 @@ class TraceMask:
                 **{k: self.clean(v, depth + 1) for k, v in fields.items() if v not in (None, ())},
             }
         return self.text(repr(value))
+
+
+def compact_state(value: Any, depth: int = 0) -> Any:
+    """A node's input or output as its span records it: the graph state with every chunk cut
+    to `EVIDENCE_FIELDS` (a turn's state holds dozens of chunks, and every node reads all of
+    it: recorded in full, they would cost each turn more than its retrieval), and a `Command`
+    as its update and destination."""
+    if depth > 8:
+        return value
+    if isinstance(value, Mapping):
+        if "text" in value and "doc_id" in value and "id" in value:
+            return {k: value[k] for k in EVIDENCE_FIELDS if k in value}
+        return {k: compact_state(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [compact_state(v, depth + 1) for v in value]
+    if isinstance(value, Command):
+        return {
+            "update": compact_state(value.update, depth + 1),
+            "goto": compact_state(value.goto, depth + 1),
+        }
+    if isinstance(value, Send):
+        return {"send": value.node, "arg": compact_state(value.arg, depth + 1)}
+    return value
 
 
 @dataclasses.dataclass
@@ -253,6 +285,9 @@ class Tracing:
 
         release = package_version()
         secret = self.settings.langfuse_secret_key
+        # traces hold text only: the SDK's search of every recorded value for media to upload
+        # would walk each observation's data once more for nothing
+        os.environ.setdefault("LANGFUSE_MEDIA_UPLOAD_ENABLED", "false")
         return Langfuse(
             public_key=self.settings.langfuse_public_key,
             secret_key=secret.get_secret_value() if secret is not None else None,
@@ -406,7 +441,15 @@ class Tracing:
         an unreachable Langfuse delays the caller by that much, never more. True when all was
         sent in time. Never called on a turn's path."""
         client = self._client
-        return True if client is None else self._bounded(client.flush, timeout_s)
+        if client is None:
+            return True
+        from agent.langfuse_handler import counted_generations_done
+
+        limit = timeout_s if timeout_s is not None else self.settings.trace_flush_timeout_s
+        started = time.monotonic()
+        if not counted_generations_done(limit):
+            return False
+        return self._bounded(client.flush, max(0.0, limit - (time.monotonic() - started)))
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
         """At the end of a process: `flush`; if Langfuse did not take everything in time, stop

@@ -32,6 +32,12 @@ what it returned in the measured turn: LangGraph's own cost with agentrag's stat
 away from the nodes' work (which slows the framework's code between them). A sequential plan's
 hops are replayed as one `research_chain` step, without their subgraph runs.
 
+`--trace` also runs every measured turn traced to Langfuse (the real SDK, exporting to a
+Langfuse stand-in in its own process: `eval/langfuse_recorder.py`), alternating traced and
+untraced turns of the same question, and reports both: the cost of tracing a turn. With
+`--langfuse hang` the stand-in holds every reply, with `--langfuse down` nothing listens: a turn
+must cost the same then.
+
 `DIR` must hold the corpus as collection `--collection` (default `hotpot`); when it does not, the
 dataset's corpus is ingested into it first (minutes on a laptop CPU). Writes
 `orchestration-<dataset>[-TAG].json` and `.md` under `--out` (default `eval/results`). The
@@ -58,11 +64,14 @@ from typing import Any
 from langchain_core.messages import BaseMessage, SystemMessage
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
+from pydantic import SecretStr
 
 from agent.context import EFFORTS, AgentContext, Effort
 from agent.services import Services
 from agent.settings import load_settings
 from agent.text import split_sentences
+from agent.tracing import Tracing
+from agent.usage import UsageMeter
 from eval.datasets import Question, iter_corpus, load_retrieval_dataset
 from eval.metrics import percentile
 from eval.retrieval import corpus_documents
@@ -214,6 +223,22 @@ def _serve_vectors(vectors: dict[str, list[float]], port: Any, misses: Any) -> N
     server.serve_forever()
 
 
+def _serve_langfuse(port: Any, mode: str) -> None:
+    """The Langfuse stand-in, in its own process (its decoding is Langfuse's work, not the
+    agent's); `mode` as `LangfuseRecorder.mode`."""
+    import threading
+
+    from eval.langfuse_recorder import LangfuseRecorder
+
+    with LangfuseRecorder(public_key=TRACE_KEY) as recorder:
+        recorder.mode = mode  # type: ignore[assignment]
+        port.value = recorder.port
+        threading.Event().wait()
+
+
+TRACE_KEY = "pk-lf-bench"
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {
         "p50": round(percentile(values, 50), 1),
@@ -307,6 +332,27 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for effort in args.effort
             }
 
+    langfuse = None
+    if args.trace:
+        trace_port = multiprocessing.Value("i", 0)
+        langfuse = multiprocessing.Process(
+            target=_serve_langfuse, args=(trace_port, args.langfuse), daemon=True
+        )
+        langfuse.start()
+        while not trace_port.value:
+            await asyncio.sleep(0.05)
+        base = f"http://127.0.0.1:{trace_port.value}"
+        if args.langfuse == "down":
+            langfuse.terminate()
+            langfuse.join()
+        settings = settings.model_copy(
+            update={
+                "langfuse_public_key": TRACE_KEY,
+                "langfuse_secret_key": SecretStr("sk-lf-test"),
+                "langfuse_base_url": base,
+            }
+        )
+    tracing = Tracing(settings, UsageMeter().count_tokens)
     graphs = graphs_for(stack, settings)
     server = None
     report: dict[str, Any] = {
@@ -317,18 +363,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cached_vectors": args.cached_vectors,
         "replay_embeddings": args.replay_embeddings,
         "replay_nodes": args.replay_nodes,
+        "trace": args.trace,
+        "langfuse": args.langfuse if args.trace else None,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
 
-    async def one(question: str, effort: Effort) -> dict[str, Any]:
+    async def one(question: str, effort: Effort, traced: bool = False) -> dict[str, Any]:
         ctx = AgentContext(effort=effort, collections=[args.collection])
         started = time.perf_counter()
-        values: dict[str, Any] = await graphs[effort].ainvoke(
-            {"messages": [("user", question)]},
-            {"recursion_limit": recursion_limit(ctx)},
-            context=ctx,
-        )
+        with tracing.turn(
+            question=question, session_id="bench", user_id="bench", traced=traced
+        ) as turn:
+            values: dict[str, Any] = await graphs[effort].ainvoke(
+                {"messages": [("user", question)]},
+                turn.with_callbacks({"recursion_limit": recursion_limit(ctx)}),
+                context=ctx,
+            )
+            turn.finish(values)
         return _turn_record(values, (time.perf_counter() - started) * 1000)
 
     try:
@@ -355,20 +407,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             report["replayed_vectors"] = len(recording.vectors)
         for q in warmup:  # model loading and first-call costs are not per-turn overhead
             for effort in args.effort:
-                await one(q.question, effort)
-        records: dict[str, list[dict[str, Any]]] = {e: [] for e in args.effort}
-        for q in questions:  # efforts interleaved: a load spike touches both alike
+                await one(q.question, effort, traced=args.trace)
+        records: dict[str, list[dict[str, Any]]] = {label: [] for label in args.labels}
+        for n, q in enumerate(questions):  # efforts interleaved: a load spike touches all alike
             for effort in args.effort:
-                if args.cached_vectors:  # every vector the measured turn needs, made first
-                    await one(q.question, effort)
-                tape.rewind()
-                record = await one(q.question, effort)
-                if args.replay_nodes:
-                    tape.play()
-                    record["replay_ms"] = (await one(q.question, effort))["turn_ms"]
+                # traced and untraced turns of a question alternate which goes first
+                for traced in [False, True][:: 1 if n % 2 else -1] if args.trace else [False]:
+                    if args.cached_vectors:  # every vector the measured turn needs, made first
+                        await one(q.question, effort)
                     tape.rewind()
-                records[effort].append({"id": q.id, **record})
-        for effort in args.effort:
+                    record = await one(q.question, effort, traced)
+                    if args.replay_nodes:
+                        tape.play()
+                        record["replay_ms"] = (await one(q.question, effort))["turn_ms"]
+                        tape.rewind()
+                    records[_label(effort, traced)].append({"id": q.id, **record})
+        if args.trace:
+            report["traces_flushed"] = await asyncio.to_thread(tracing.flush, 10.0)
+        for effort in args.labels:
             report[effort] = _summary(records[effort])
             summary = report[effort]
             print(
@@ -388,8 +444,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         if server is not None:
             report["replay_misses"] = misses.value
             server.terminate()
+        if langfuse is not None and langfuse.is_alive():
+            langfuse.terminate()
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def _label(effort: str, traced: bool) -> str:
+    return f"{effort} traced" if traced else effort
 
 
 def markdown(report: dict[str, Any], efforts: list[str]) -> str:
@@ -414,6 +476,15 @@ def markdown(report: dict[str, Any], efforts: list[str]) -> str:
                 f"{report.get('replay_misses', 0)} texts were not in the table and were encoded)."
             ]
             if report.get("replay_embeddings")
+            else []
+        ),
+        *(
+            [
+                "Rows `traced`: the same questions, each turn traced to Langfuse (stand-in "
+                f"{'answering' if report['langfuse'] == 'ok' else report['langfuse']}), "
+                "alternating with the untraced turn of the same question."
+            ]
+            if report.get("trace")
             else []
         ),
         f"Load average (1, 5, 15 min) before {report['load_before']}, "
@@ -484,6 +555,18 @@ def main() -> None:
         "LangGraph's own time with agentrag's state, away from the nodes' work.",
     )
     parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="Also run every measured turn traced to Langfuse (a stand-in in its own process), "
+        "alternating with the untraced turn: the cost of tracing.",
+    )
+    parser.add_argument(
+        "--langfuse",
+        choices=["ok", "hang", "down"],
+        default="ok",
+        help="With --trace: the stand-in answers, holds every reply, or is not there.",
+    )
+    parser.add_argument(
         "--replay-embeddings",
         action="store_true",
         help="Record every vector in an unmeasured pass, then measure with the remote embeddings "
@@ -492,12 +575,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.effort = args.effort or ["low", "medium"]
+    args.labels = [
+        _label(e, t) for e in args.effort for t in ([False, True] if args.trace else [False])
+    ]
     report = asyncio.run(measure(args))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"orchestration-{report['dataset']}{'-' + args.tag if args.tag else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(report, args.effort))
-    print(markdown(report, args.effort))
+    (args.out / f"{stem}.md").write_text(markdown(report, args.labels))
+    print(markdown(report, args.labels))
     print(f"Report: {args.out / stem}.md")
 
 
