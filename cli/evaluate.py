@@ -75,20 +75,46 @@ def eval_agent(
     keep: Annotated[
         bool, typer.Option(help="Use the configured data dir instead of a fresh temporary one.")
     ] = False,
+    langfuse_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Log the run as Langfuse experiments: the questions become this Langfuse "
+            "dataset's items (created or reused), each effort one run over them, scored with "
+            "the metrics. Needs LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL."
+        ),
+    ] = None,
+    langfuse_run: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of the Langfuse runs, each followed by its effort "
+            "(default: agentrag VERSION EFFORT START-TIME)."
+        ),
+    ] = None,
 ) -> None:
-    """Naive baseline vs the agent per effort tier: evidence recall, EM/F1, LLM calls, latency."""
+    """Naive baseline vs the agent per effort tier: evidence recall, EM/F1, LLM calls, latency.
+    With Langfuse configured, each agent turn is a trace; `--langfuse-dataset` makes the run
+    Langfuse experiments that compare side by side with other versions' runs."""
     from agent.context import EFFORTS
+    from agent.services import Services
     from eval.agent import run_agent_eval, write_agent_report
 
     with evaluation_settings(keep) as settings, friendly_errors():
-        result = run_agent_eval(
-            dataset,
-            settings,
-            limit=limit,
-            efforts=effort or list(EFFORTS),
-            progress=RichProgress("Ingesting corpus"),
-            log=lambda line: err.print(f"[dim]{line}[/]"),
-        )
+        services = Services(settings)
+        try:
+            result = run_agent_eval(
+                dataset,
+                settings,
+                limit=limit,
+                efforts=effort or list(EFFORTS),
+                services=services,
+                langfuse_dataset=langfuse_dataset,
+                langfuse_run=langfuse_run,
+                progress=RichProgress("Ingesting corpus"),
+                log=lambda line: err.print(f"[dim]{line}[/]"),
+            )
+        finally:
+            services.tracing.shutdown()
+            services.close()
     paths = write_agent_report(result, out)
     console.print(result.to_markdown())
     console.print("Reports: " + ", ".join(str(p) for p in paths))

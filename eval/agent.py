@@ -20,17 +20,28 @@ Systems run one after another, each over all questions, one question at a time: 
 latency, and no system's LLM calls warm the server's prompt cache for another on the same
 question. Model time sums the turn's calls; calls that overlap (parallel sub-queries judged at
 effort high) can make it exceed the turn, and the overhead is then negative, not clipped.
+
+With Langfuse tracing configured, each agent turn is one trace, as a chat turn is (user "eval",
+one session per effort tier and run, the question id in its metadata); the baseline is not
+traced, it is not the agent. With a Langfuse dataset named, the questions become that dataset's
+items and each effort tier one experiment run over them (see `eval.langfuse_experiment`): each
+turn's trace is its item's, scored with the question's metrics, and the run is scored with the
+means this report shows. The baseline then runs for the report only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,8 +56,15 @@ from agent.services import Services
 from agent.settings import Settings
 from agent.state import Evidence, UsageEntry
 from agent.text import format_evidence, message_text
+from agent.tracing import Tracing, TurnTrace, package_version, tracing_configured
 from eval.answer_metrics import answer_in_text, exact_match, is_yes_no, token_f1
 from eval.datasets import DatasetError, Question, iter_corpus, load_retrieval_dataset
+from eval.langfuse_experiment import (
+    ExperimentDataset,
+    ExperimentRun,
+    prepare_dataset,
+    run_dataset_experiment,
+)
 from eval.metrics import percentile
 from eval.retrieval import corpus_documents
 from graphs.rag import build_graph, recursion_limit
@@ -58,6 +76,8 @@ from tools.collection_search import chunk_record
 __all__ = [
     "BASELINE",
     "AgentEvalResult",
+    "EvalTraces",
+    "LangfuseLinks",
     "QuestionRecord",
     "SystemSummary",
     "run_agent_eval",
@@ -305,6 +325,7 @@ class AgentEvalResult:
     settings: dict[str, Any]
     systems: dict[str, SystemSummary] = field(default_factory=dict)
     records: list[QuestionRecord] = field(default_factory=list)
+    langfuse: LangfuseLinks | None = None
     seconds: float = 0.0
     machine: str = field(
         default_factory=lambda: f"{platform.machine()}, {platform.python_version()}"
@@ -326,6 +347,7 @@ class AgentEvalResult:
             "ingest": self.ingest,
             "settings": self.settings,
             "systems": {name: s.as_dict() for name, s in self.systems.items()},
+            "langfuse": self.langfuse.as_dict() if self.langfuse else None,
             "seconds": round(self.seconds, 1),
             "machine": self.machine,
         }
@@ -384,6 +406,8 @@ class AgentEvalResult:
             f"Settings: {json.dumps(self.settings)}",
             f"Machine: {self.machine}",
         ]
+        if self.langfuse is not None:
+            lines += ["", *self.langfuse.to_markdown()]
         return "\n".join(lines) + "\n"
 
 
@@ -436,27 +460,39 @@ async def run_baseline(
 
 
 async def run_agent(
-    graph: CompiledStateGraph[Any, Any, Any, Any], question: str, ctx: AgentContext
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    question: str,
+    ctx: AgentContext,
+    trace: AbstractContextManager[TurnTrace] | None = None,
 ) -> TurnOutcome:
-    """One turn on a fresh thread (no checkpointer), timed around the whole graph run."""
-    config: RunnableConfig = {"recursion_limit": recursion_limit(ctx)}
-    started = time.perf_counter()
-    try:
-        values: dict[str, Any] = await graph.ainvoke(
-            {"messages": [("user", question)]}, config=config, context=ctx
+    """One turn on a fresh thread (no checkpointer), timed around the whole graph run.
+
+    `trace` opens the turn's Langfuse trace around it (`EvalTraces.turn`): the graph runs with
+    the trace's callbacks and the turn's outcome is recorded in it; opening and closing it are
+    not timed."""
+    with trace or contextlib.nullcontext(TurnTrace()) as turn:
+        config = cast(
+            RunnableConfig, turn.with_callbacks({"recursion_limit": recursion_limit(ctx)})
         )
-    except Exception as exc:  # one broken turn is a data point, not the end of the benchmark
-        return TurnOutcome(
-            prediction="",
-            evidence=[],
-            llm_calls=0,
-            input_tokens=0,
-            output_tokens=0,
-            turn_ms=(time.perf_counter() - started) * 1000,
-            model_ms=0.0,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-    turn_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        try:
+            values: dict[str, Any] = await graph.ainvoke(
+                {"messages": [("user", question)]}, config=config, context=ctx
+            )
+        except Exception as exc:  # one broken turn is a data point, not the end of the benchmark
+            turn.fail(type(exc).__name__, str(exc))
+            return TurnOutcome(
+                prediction="",
+                evidence=[],
+                llm_calls=0,
+                input_tokens=0,
+                output_tokens=0,
+                turn_ms=(time.perf_counter() - started) * 1000,
+                model_ms=0.0,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        turn_ms = (time.perf_counter() - started) * 1000
+        turn.finish(values)
     payload = final_payload(values)
     usage = payload["usage"]
     error = payload.get("error")
@@ -483,14 +519,202 @@ def _call(usage: UsageEntry) -> dict[str, Any]:
     return {k: v for k, v in usage.items() if k != "turn"}
 
 
+# -- Langfuse ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EvalTraces:
+    """How one benchmark run traces its agent turns: a trace per turn, as a chat turn's, every
+    turn whatever the sample rate (a benchmark's traces are its record), with user "eval", one
+    session per effort tier, and the dataset, effort and question id on each."""
+
+    tracing: Tracing
+    dataset: str
+    started: datetime
+
+    def session_id(self, system: str) -> str:
+        return f"eval-{self.dataset}-{system}-{self.started:%Y%m%dT%H%M%SZ}"
+
+    def run_name(self, system: str, name: str | None) -> str:
+        """The Langfuse experiment run of one effort tier: `name` and the effort, or the
+        version, the effort and when the benchmark started."""
+        if name:
+            return f"{name} {system}"
+        return f"agentrag {package_version()} {system} {self.started:%Y-%m-%dT%H:%M:%SZ}"
+
+    def turn(
+        self, question: Question, ctx: AgentContext, *, nested: bool = False
+    ) -> AbstractContextManager[TurnTrace]:
+        """`nested`: the turn runs in an experiment item's trace, not a trace of its own."""
+        return self.tracing.turn(
+            question=question.question,
+            session_id=self.session_id(ctx.effort),
+            user_id="eval",
+            tenant=ctx.tenant,
+            tags=["eval", f"effort:{ctx.effort}", f"dataset:{self.dataset}"],
+            metadata={"question_id": question.id, "dataset": self.dataset, "entry": "eval"},
+            nested=nested,
+        )
+
+
+@dataclass(slots=True)
+class LangfuseLinks:
+    """Where a traced benchmark run is in Langfuse."""
+
+    sessions: dict[str, str]
+    """Effort tier -> the session its turns' traces are in."""
+    dataset: str | None = None
+    dataset_url: str | None = None
+    runs: dict[str, ExperimentRun] = field(default_factory=dict)
+    """Effort tier -> its experiment run over the dataset."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sessions": self.sessions,
+            "dataset": self.dataset,
+            "dataset_url": self.dataset_url,
+            "runs": {system: run.as_dict() for system, run in self.runs.items()},
+        }
+
+    def to_markdown(self) -> list[str]:
+        if self.dataset is None:
+            sessions = ", ".join(f"`{s}`" for s in self.sessions.values())
+            return [f"Langfuse: one trace per agent turn, in sessions {sessions}."]
+        link = f" ({self.dataset_url})" if self.dataset_url else ""
+        lines = [f"Langfuse dataset `{self.dataset}`{link}, one experiment run per effort:"]
+        for system, run in self.runs.items():
+            where = f": {run.url}" if run.url else ""
+            lines.append(f"- {system}: run `{run.run_name}`{where}")
+        return lines
+
+
+def item_scores(record: QuestionRecord) -> dict[str, float | None]:
+    """A question's scores in its experiment trace: its metrics, tokens and times. LLM calls
+    and evidence size are not repeated: the turn posts them to its trace itself."""
+    return {
+        **record.metrics,
+        "tokens": float(record.tokens),
+        "turn_ms": record.turn_ms,
+        "model_ms": record.model_ms,
+    }
+
+
+def run_scores(summary: SystemSummary) -> dict[str, float]:
+    """A run's scores: the means and percentiles its column of the report shows."""
+    latency = summary.latency_ms
+    return {
+        **{k: v for k, v in summary.metrics.items() if summary.scored[k]},
+        "llm_calls": summary.llm_calls,
+        "tokens": summary.tokens,
+        "evidence_docs": summary.evidence_docs,
+        "turn_ms_p50": latency["turn_p50"],
+        "turn_ms_p95": latency["turn_p95"],
+        "model_ms_p50": latency["model_p50"],
+        "overhead_ms_p50": latency["overhead_p50"],
+        "errors": float(summary.errors),
+    }
+
+
+def item_output(record: QuestionRecord) -> dict[str, Any]:
+    """What Langfuse shows as an item's output, next to its expected output."""
+    return {
+        "answer": record.prediction,
+        "evidence_doc_ids": record.evidence_doc_ids,
+        **({"error": record.error} if record.error else {}),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Experiment:
+    """A benchmark run as Langfuse experiment runs over `dataset`."""
+
+    dataset: ExperimentDataset
+    run_name: str | None
+    metadata: Mapping[str, str]
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
 async def _warm_up(services: Services, question: str, ctx: AgentContext, collection: str) -> None:
-    """Load the models (and start the embedded LLM server) before any turn is timed."""
+    """Load the models (and start the embedded LLM server), and the prompts Langfuse serves
+    when prompts come from there, before any turn is timed (each fetch has its own timeout)."""
     for role in ROLES:
         await services.models.aget(role, ctx)
     await asyncio.to_thread(
         services.stack.retriever.search, question, collection, k=1, tenant=ctx.tenant
     )
     await services.catalog.reranker.arerank(question, [question], top_n=1)
+    services.tracing.start()
+    services.prompts.prefetch()
+    await asyncio.to_thread(services.prompts.settle)
+
+
+@dataclass(slots=True)
+class _SystemRun:
+    """One system over the questions, one at a time: each record is kept, handed to
+    `on_record` and logged as soon as it is scored."""
+
+    system: str
+    services: Services
+    graph: CompiledStateGraph[Any, Any, Any, Any]
+    collection: str
+    tenant: str
+    total: int
+    traces: EvalTraces
+    log: Callable[[str], None]
+    on_record: Callable[[QuestionRecord], None]
+    records: list[QuestionRecord] = field(default_factory=list)
+
+    async def ask(self, question: Question, nested: bool = False) -> QuestionRecord:
+        if self.system == BASELINE:
+            ctx = AgentContext(collections=[self.collection], tenant=self.tenant)
+            outcome = await run_baseline(self.services, question.question, self.collection, ctx)
+        else:
+            ctx = AgentContext(
+                effort=cast(Effort, self.system), collections=[self.collection], tenant=self.tenant
+            )
+            trace = self.traces.turn(question, ctx, nested=nested)
+            outcome = await run_agent(self.graph, question.question, ctx, trace)
+        record = make_record(question, self.system, outcome)
+        self.records.append(record)
+        self.on_record(record)
+        self.log(
+            f"{self.system} {len(self.records)}/{self.total}: {record.turn_ms / 1000:.1f}s, "
+            f"{record.llm_calls} LLM calls, F1 {record.metrics['f1']:.2f}"
+            + (f", error {record.error}" if record.error else "")
+        )
+        return record
+
+    async def run_all(self, questions: Sequence[Question]) -> None:
+        for question in questions:
+            await self.ask(question)
+
+    async def run_experiment(self, experiment: _Experiment) -> ExperimentRun:
+        """The questions as one Langfuse experiment run over the dataset's items. The SDK runs
+        its own loop, so it runs in a worker thread and sends each turn back to this loop."""
+        tracing = self.traces.tracing
+        run = await asyncio.to_thread(
+            run_dataset_experiment,
+            tracing.client,
+            experiment.dataset,
+            name=f"agentrag {self.system}",
+            run_name=self.traces.run_name(self.system, experiment.run_name),
+            description=f"agentrag {package_version()}, effort {self.system}, "
+            f"{self.total} questions",
+            metadata={**experiment.metadata, "effort": self.system},
+            loop=asyncio.get_running_loop(),
+            answer=functools.partial(self.ask, nested=True),
+            output=item_output,
+            item_scores=item_scores,
+            run_scores=lambda records: run_scores(summarize(self.system, records, 0.0)),
+        )
+        if run.items < self.total:
+            self.log(
+                f"{self.system}: {self.total - run.items} question(s) missing from Langfuse run "
+                f"{run.run_name!r}; the Langfuse SDK logged why"
+            )
+        return run
 
 
 async def _run_systems(
@@ -499,34 +723,29 @@ async def _run_systems(
     collection: str,
     tenant: str,
     systems: Sequence[str],
+    traces: EvalTraces,
+    experiment: _Experiment | None,
     log: Callable[[str], None],
     on_record: Callable[[QuestionRecord], None],
-) -> tuple[list[QuestionRecord], dict[str, float]]:
+) -> tuple[list[QuestionRecord], dict[str, float], dict[str, ExperimentRun]]:
     baseline_ctx = AgentContext(collections=[collection], tenant=tenant)
     await _warm_up(services, questions[0].question, baseline_ctx, collection)
     graph = build_graph(services)
     records: list[QuestionRecord] = []
     seconds: dict[str, float] = {}
+    runs: dict[str, ExperimentRun] = {}
     for system in systems:
+        run = _SystemRun(
+            system, services, graph, collection, tenant, len(questions), traces, log, on_record
+        )
         started = time.perf_counter()
-        for n, question in enumerate(questions, 1):
-            if system == BASELINE:
-                outcome = await run_baseline(services, question.question, collection, baseline_ctx)
-            else:
-                ctx = AgentContext(
-                    effort=cast(Effort, system), collections=[collection], tenant=tenant
-                )
-                outcome = await run_agent(graph, question.question, ctx)
-            record = make_record(question, system, outcome)
-            records.append(record)
-            on_record(record)
-            log(
-                f"{system} {n}/{len(questions)}: {record.turn_ms / 1000:.1f}s, "
-                f"{record.llm_calls} LLM calls, F1 {record.metrics['f1']:.2f}"
-                + (f", error {record.error}" if record.error else "")
-            )
+        if experiment is not None and system != BASELINE:
+            runs[system] = await run.run_experiment(experiment)
+        else:
+            await run.run_all(questions)
         seconds[system] = time.perf_counter() - started
-    return records, seconds
+        records.extend(run.records)
+    return records, seconds, runs
 
 
 def _check_efforts(efforts: Sequence[str]) -> list[Effort]:
@@ -536,6 +755,21 @@ def _check_efforts(efforts: Sequence[str]) -> list[Effort]:
             f"Unknown effort {', '.join(map(repr, unknown))}: choose from low, medium, high."
         )
     return [cast(Effort, e) for e in dict.fromkeys(efforts)]
+
+
+def _check_langfuse(
+    tracing_on: bool, efforts: Sequence[str], langfuse_dataset: str | None, langfuse_run: str | None
+) -> None:
+    if langfuse_run is not None and not langfuse_dataset:
+        raise ConfigError("A Langfuse run name needs a Langfuse dataset to run over: name one.")
+    if langfuse_dataset and not efforts:
+        raise ConfigError("Langfuse runs are the agent's: give at least one effort.")
+    if langfuse_dataset and not tracing_on:
+        raise ConfigError(
+            "Logging the benchmark to a Langfuse dataset needs Langfuse tracing: set "
+            "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (and leave "
+            "LANGFUSE_TRACING_ENABLED unset or true)."
+        )
 
 
 def run_agent_eval(
@@ -548,6 +782,8 @@ def run_agent_eval(
     services: Services | None = None,
     collection: str | None = None,
     description: str | None = None,
+    langfuse_dataset: str | None = None,
+    langfuse_run: str | None = None,
     progress: ProgressSink | None = None,
     log: Callable[[str], None] = lambda _: None,
     on_record: Callable[[QuestionRecord], None] = lambda _: None,
@@ -557,11 +793,19 @@ def run_agent_eval(
 
     `on_record` sees every question's record as soon as it is scored, so a long run can be
     watched, or its records kept, before the summary exists.
+
+    With tracing on, every agent turn is traced; `langfuse_dataset` makes the questions that
+    Langfuse dataset's items (created or reused) and each effort one experiment run over them,
+    named `langfuse_run` and the effort (default: version, effort and start time). What was
+    traced is sent (waiting at most `trace_flush_timeout_s`) before this returns.
     """
     started = time.perf_counter()
     systems = [BASELINE] * baseline + _check_efforts(efforts)
     if not systems:
         raise ConfigError("Nothing to run: give at least one effort, or keep the baseline.")
+    tracing_on = services.tracing.enabled if services is not None else tracing_configured(settings)
+    agents = [s for s in systems if s != BASELINE]
+    _check_langfuse(tracing_on, agents, langfuse_dataset, langfuse_run)
     dataset = load_retrieval_dataset(dataset_path)
     unanswered = [q.id for q in dataset.questions if not q.answers]
     if unanswered:
@@ -577,7 +821,30 @@ def run_agent_eval(
     tenant = settings.default_tenant
     own_services = services is None
     services = services or Services(settings)
+    tracing = services.tracing
+    traces = EvalTraces(tracing, dataset.name, datetime.now(UTC))
     try:
+        experiment = None
+        if langfuse_dataset:
+            log(f"Langfuse dataset {langfuse_dataset!r}: one item per question")
+            prepared = prepare_dataset(
+                tracing.client,
+                langfuse_dataset,
+                questions,
+                source=dataset.name,
+                split=dataset.split,
+                ui_url=settings.langfuse_ui_url or settings.langfuse_base_url,
+            )
+            log(
+                f"Langfuse dataset {prepared.name!r} "
+                f"{'created' if prepared.created else 'reused'}, "
+                f"{prepared.written} of {len(questions)} item(s) written"
+            )
+            experiment = _Experiment(
+                prepared,
+                langfuse_run,
+                {"source": dataset.name, "collection": name, "llm_model": settings.llm_model},
+            )
         log(f"Ingesting {dataset.corpus_path} into collection {name!r}")
         docs = list(corpus_documents(iter_corpus(dataset.corpus_path), dataset.name))
         report = services.stack.ingestor.ingest_documents(
@@ -591,8 +858,10 @@ def run_agent_eval(
             f"Ingest: {report.chunks_added} chunks added of {report.chunks_total} "
             f"in {report.seconds:.1f}s"
         )
-        records, seconds = asyncio.run(
-            _run_systems(services, questions, name, tenant, systems, log, on_record)
+        records, seconds, runs = asyncio.run(
+            _run_systems(
+                services, questions, name, tenant, systems, traces, experiment, log, on_record
+            )
         )
         result = AgentEvalResult(
             dataset=dataset.name,
@@ -608,9 +877,17 @@ def run_agent_eval(
         for system in systems:
             mine = [r for r in records if r.system == system]
             result.systems[system] = summarize(system, mine, seconds[system])
+        if tracing.enabled:
+            result.langfuse = LangfuseLinks(
+                sessions={s: traces.session_id(s) for s in agents},
+                dataset=experiment.dataset.name if experiment else None,
+                dataset_url=experiment.dataset.url if experiment else None,
+                runs=runs,
+            )
         result.seconds = time.perf_counter() - started
         return result
     finally:
+        tracing.flush()
         if own_services:
             services.close()
 

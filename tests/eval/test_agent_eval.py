@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,9 +93,9 @@ def write_dataset(root: Path) -> Path:
     return root
 
 
-def scripted_services(data_dir: Path, minilm: LocalEmbeddings) -> Services:
+def scripted_services(data_dir: Path, minilm: LocalEmbeddings, **settings_: Any) -> Services:
     """Real store, embeddings and reranker; a chat model that always says "Dijon [1]."."""
-    settings = load_settings(data_dir=data_dir, llm_base_url="http://127.0.0.1:9/v1")
+    settings = load_settings(data_dir=data_dir, llm_base_url="http://127.0.0.1:9/v1", **settings_)
     stack = RetrievalStack(settings, embeddings=minilm)
     return Services(
         settings,
