@@ -336,10 +336,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.trace:
         trace_port = multiprocessing.Value("i", 0)
         langfuse = multiprocessing.Process(
-            target=_serve_langfuse, args=(trace_port, args.langfuse), daemon=True
+            target=_serve_langfuse,
+            args=(trace_port, "ok" if args.langfuse == "down" else args.langfuse),
+            daemon=True,
         )
         langfuse.start()
         while not trace_port.value:
+            if not langfuse.is_alive():
+                raise RuntimeError("the Langfuse stand-in did not start")
             await asyncio.sleep(0.05)
         base = f"http://127.0.0.1:{trace_port.value}"
         if args.langfuse == "down":
