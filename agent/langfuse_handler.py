@@ -30,11 +30,36 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 from langfuse.langchain import CallbackHandler
 from langfuse.langchain.CallbackHandler import _parse_usage
-
-from agent.tracing import compact_state
+from langgraph.types import Command, Send
 
 TokenCount = Callable[[Sequence[str]], int]
 RootFinish = Callable[[str, Mapping[str, Any]], None]
+EVIDENCE_FIELDS = ("id", "title", "collection", "relevance", "retrieval_score", "rank")
+"""What a node's span shows of each chunk in the state it reads and writes; the chunks' texts
+are in the retriever observations that found them and in the prompts that used them."""
+
+
+def compact_state(value: Any, depth: int = 0) -> Any:
+    """A node's input or output as its span records it: the graph state with every chunk cut
+    to `EVIDENCE_FIELDS` (a turn's state holds dozens of chunks, and every node reads all of
+    it: recorded in full, they would cost each turn more than its retrieval), and a `Command`
+    as its update and destination."""
+    if depth > 8:
+        return value
+    if isinstance(value, Mapping):
+        if "text" in value and "doc_id" in value and "id" in value:
+            return {k: value[k] for k in EVIDENCE_FIELDS if k in value}
+        return {k: compact_state(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [compact_state(v, depth + 1) for v in value]
+    if isinstance(value, Command):
+        return {
+            "update": compact_state(value.update, depth + 1),
+            "goto": compact_state(value.goto, depth + 1),
+        }
+    if isinstance(value, Send):
+        return {"send": value.node, "arg": compact_state(value.arg, depth + 1)}
+    return value
 
 
 @cache

@@ -35,7 +35,6 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 from langgraph.config import get_config
-from langgraph.types import Command, Send
 from pydantic import BaseModel
 
 from agent.errors import ConfigError
@@ -63,9 +62,6 @@ SECRET_TEXT = re.compile(
 Langfuse style keys, agentrag API keys."""
 MAX_ITEMS = 200
 """Longest list a trace records in full."""
-EVIDENCE_FIELDS = ("id", "title", "collection", "relevance", "retrieval_score", "rank")
-"""What a node's span shows of each chunk in the state it reads and writes; the chunks' texts
-are in the retriever observations that found them and in the prompts that used them."""
 _MAYBE_SECRET = ("earer", "EARER", "k-", "K-", "r-", "R-")
 """Substrings every `SECRET_TEXT` match contains: texts without any skip the regex."""
 
@@ -173,29 +169,6 @@ class TraceMask:
                 **{k: self.clean(v, depth + 1) for k, v in fields.items() if v not in (None, ())},
             }
         return self.text(repr(value))
-
-
-def compact_state(value: Any, depth: int = 0) -> Any:
-    """A node's input or output as its span records it: the graph state with every chunk cut
-    to `EVIDENCE_FIELDS` (a turn's state holds dozens of chunks, and every node reads all of
-    it: recorded in full, they would cost each turn more than its retrieval), and a `Command`
-    as its update and destination."""
-    if depth > 8:
-        return value
-    if isinstance(value, Mapping):
-        if "text" in value and "doc_id" in value and "id" in value:
-            return {k: value[k] for k in EVIDENCE_FIELDS if k in value}
-        return {k: compact_state(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [compact_state(v, depth + 1) for v in value]
-    if isinstance(value, Command):
-        return {
-            "update": compact_state(value.update, depth + 1),
-            "goto": compact_state(value.goto, depth + 1),
-        }
-    if isinstance(value, Send):
-        return {"send": value.node, "arg": compact_state(value.arg, depth + 1)}
-    return value
 
 
 @dataclasses.dataclass
