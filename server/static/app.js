@@ -337,8 +337,8 @@
         type: "button", className: "thumb button-secondary", "data-thumbs": value,
         "aria-label": label, title: label, text: symbol,
       });
-      const up = thumb("up", "Good answer", "👍");
-      const down = thumb("down", "Bad answer", "👎");
+      const up = thumb("up", "Good answer: post a thumbs-up score on its trace", "Good");
+      const down = thumb("down", "Bad answer: post a thumbs-down score on its trace", "Bad");
       const send = async (button) => {
         up.disabled = down.disabled = true;
         try {

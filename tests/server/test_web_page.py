@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from agent.services import Services
+from eval.langfuse_recorder import LangfuseRecorder
 from server.app import create_app
+from tests.conftest import traced_settings
 from tests.server.conftest import KEYS, QUESTION_HOT, LiveServer, LoopingChatModel, looping
 
 if TYPE_CHECKING:
@@ -321,4 +323,49 @@ def test_regenerated_answer_replaces_the_streamed_one_and_flags_show(
         expect(flags.first).to_be_visible()
         expect(chat.answer(0).locator(".flags")).to_contain_text("ungrounded")
         expect(chat.answer(0).locator('[data-kind="verdict"]').last).to_contain_text("give_up")
+        chat.close()
+
+
+def test_traced_answers_link_their_trace_and_take_thumbs(
+    browser: Browser,
+    make_services: Callable[..., Services],
+    agent_settings: Any,
+    langfuse: LangfuseRecorder,
+) -> None:
+    from playwright.sync_api import expect
+
+    services = make_services(
+        supports_tools=False, settings=traced_settings(agent_settings, langfuse), default=looping()
+    )
+    with LiveServer(create_app(services.settings, services)) as server:
+        chat = ChatPage(browser, server)
+        chat.ask(QUESTION_HOT)
+        chat.wait_done(0)
+        bar = chat.answer(0).locator(".feedback")
+        trace_id = bar.get_attribute("data-trace-id")
+        assert trace_id
+        expect(bar.locator("a.trace-link")).to_have_attribute(
+            "href", f"{langfuse.base_url}/trace/{trace_id}"
+        )
+        bar.locator("button[data-thumbs=down]").click()
+        expect(bar.locator("button[data-thumbs=down]")).to_have_attribute("aria-pressed", "true")
+        expect(bar.locator(".feedback-note")).to_contain_text("recorded")
+        expect(bar.locator("button[data-thumbs=up]")).to_be_disabled()
+        chat.close()
+    assert langfuse.wait_for(
+        lambda r: any(s["name"] == "user_feedback" for s in r.scores(trace_id))
+    )
+    (score,) = [s for s in langfuse.scores(trace_id) if s["name"] == "user_feedback"]
+    assert score["value"] == 0.0
+    services.tracing.shutdown(timeout_s=1)
+
+
+def test_untraced_answers_show_no_feedback_bar(
+    browser: Browser, make_services: Callable[..., Services]
+) -> None:
+    with serve(make_services, looping()) as server:
+        chat = ChatPage(browser, server)
+        chat.ask(QUESTION_HOT)
+        chat.wait_done(0)
+        assert chat.answer(0).locator(".feedback").count() == 0
         chat.close()
