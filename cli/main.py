@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ask, documents, evaluate, keys, serve
+from cli import ask, documents, evaluate, keys, prompts, serve
 
 app = typer.Typer(
     name="agentrag",
@@ -23,6 +23,7 @@ app.add_typer(ask.app)
 app.add_typer(serve.app)
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(keys.app, name="keys")
+app.add_typer(prompts.app, name="prompts")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from eval.langfuse_recorder import LangfuseRecorder
 from eval.scripted_llm import ScriptedLLM
+from prompts.loader import load_prompt
 from tests.conftest import SAMPLES
 
 runner = CliRunner()
@@ -177,3 +178,32 @@ def test_serve_with_an_unreachable_database_is_one_clear_line(
     assert result.exit_code == 2
     assert "Cannot connect to PostgreSQL" in result.output
     assert "secret" not in result.output
+
+
+@pytest.mark.integration
+def test_prompts_push_hands_the_local_prompts_to_langfuse(
+    monkeypatch: pytest.MonkeyPatch, langfuse: LangfuseRecorder
+) -> None:
+    assert "not set up" in runner.invoke(app, ["prompts", "push"]).output
+    listed = json.loads(runner.invoke(app, ["prompts", "list", "--json"]).output)
+    assert {"generate", "decompose", "check_answer"} <= {p["name"] for p in listed}
+    for name, value in langfuse.env().items():
+        monkeypatch.setenv(name, value)
+    pushed = runner.invoke(app, ["prompts", "push", "--label", "staging", "-n", "decompose"])
+    assert pushed.exit_code == 0, pushed.output
+    assert "decompose.v1 -> Langfuse decompose version 1 (staging)" in pushed.output
+
+    from agent.prompt_source import PromptSource
+    from agent.settings import load_settings
+    from agent.tracing import Tracing
+
+    settings = load_settings(langfuse_prompt_label="staging")
+    source = PromptSource(settings, Tracing(settings))
+    source.prefetch()
+    assert source.settle(timeout_s=10)
+    remote, local = source.get("decompose"), load_prompt("decompose")
+    assert remote.source == "langfuse"
+    assert remote.format(question="Q?", max_subqueries=3) == local.format(
+        question="Q?", max_subqueries=3
+    )
+    source.close()
