@@ -3,7 +3,8 @@ tracing is on.
 
 Six additions to the stock handler:
 - a node's span records the state it reads and writes with each chunk cut to its id, title and
-  scores (`compact_state`), not the whole state with every chunk's text, twice per node;
+  scores (`compact_state`), not the whole state with every chunk's text, twice per node, and
+  its input without the turn's accounting so far;
 - it runs inline on the event loop: the stock one is synchronous, and LangChain hops to a
   worker thread for every callback of such a handler (dozens per turn);
 - a generation links the prompt its call was made with: nodes pass the prompt in the call's
@@ -39,17 +40,22 @@ EVIDENCE_FIELDS = ("id", "title", "collection", "relevance", "retrieval_score", 
 are in the retriever observations that found them and in the prompts that used them."""
 
 
-def compact_state(value: Any, depth: int = 0) -> Any:
+INPUT_SKIPPED = frozenset({"steps", "usage"})
+"""State a node's input span leaves out: the turn's accounting so far (each node's output shows
+its own step and usage), read by every node and growing with each."""
+
+
+def compact_state(value: Any, depth: int = 0, skip: frozenset[str] = frozenset()) -> Any:
     """A node's input or output as its span records it: the graph state with every chunk cut
     to `EVIDENCE_FIELDS` (a turn's state holds dozens of chunks, and every node reads all of
-    it: recorded in full, they would cost each turn more than its retrieval), and a `Command`
-    as its update and destination."""
+    it: recorded in full, they would cost each turn more than its retrieval), without the
+    top-level keys in `skip`, and a `Command` as its update and destination."""
     if depth > 8:
         return value
     if isinstance(value, Mapping):
         if "text" in value and "doc_id" in value and "id" in value:
             return {k: value[k] for k in EVIDENCE_FIELDS if k in value}
-        return {k: compact_state(v, depth + 1) for k, v in value.items()}
+        return {k: compact_state(v, depth + 1) for k, v in value.items() if k not in skip}
     if isinstance(value, list | tuple):
         return [compact_state(v, depth + 1) for v in value]
     if isinstance(value, Command):
@@ -142,8 +148,7 @@ class TurnCallbackHandler(CallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        if parent_run_id is not None:
-            inputs = compact_state(inputs)
+        inputs = compact_state(inputs, skip=INPUT_SKIPPED if parent_run_id else frozenset())
         if parent_run_id is None and metadata is not None and self._finish_root is not None:
             metadata = dict(metadata)
             thread = metadata.get("thread_id")
