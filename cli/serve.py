@@ -29,6 +29,7 @@ def serve(
     """Serve the chat API (SSE, OpenAI-compatible) and the web chat page at http://HOST:PORT/."""
     import uvicorn
 
+    from graphs.rag import shared_services
     from server.app import create_app
 
     require_choice("--log-level", log_level, ("debug", "info", "warning", "error"))
@@ -53,6 +54,9 @@ def serve(
             log_level=log_level,
             timeout_graceful_shutdown=5,
         )
+    # the app flushed its traces when it stopped; a Langfuse that did not take them in time
+    # must not hold the process at exit either
+    shared_services().tracing.shutdown(timeout_s=0.1)
 
 
 async def _open_thread_store(settings: Settings) -> None:
