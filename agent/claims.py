@@ -1072,11 +1072,16 @@ def _in_order(words: Sequence[str], positions: dict[str, list[int]], gap: int = 
     return any(extend(1, p) for p in positions[words[0]])
 
 
+_DERIVED = re.compile(r"(?:ian|ean|an|ese|ish)$")
+"""Endings that make an adjective of a name: such a word is backed by the name it comes from."""
+
+
 def _named(name: str, evidence: _Evidence) -> bool:
     """A name is backed when the evidence holds it, folded (case, accents, possessive), whole or
     as a part ("Temple" of "Shirley Temple Black"); or its words in order with a few words
     between; or it is an initialism of a name there ("NBC"), or there as an initialism of it; or
-    it is a country or its adjective written the other way. A leading honorific is not
+    it is a country or its adjective written the other way, or an adjective made from a name
+    there ("Mercurian"). A leading honorific is not
     required ("President Obama" for "Obama"), nor a leading country adjective when that
     adjective is itself backed ("British Prime Minister Theresa May")."""
     forms = []
@@ -1099,6 +1104,9 @@ def _named(name: str, evidence: _Evidence) -> bool:
         and "".join(words) in evidence.initialisms
     ):
         return True
+    stem = _DERIVED.sub("", words[0]) if len(words) == 1 else words[0]
+    if stem != words[0] and len(stem) >= 4 and any(w.startswith(stem) for w in evidence.positions):
+        return True  # "Mercurian" of "Mercury", "Venusian" of "Venus"
     core = [w for w in words if w not in _CONNECTORS]
     if len(core) >= 2 and "".join(w[0] for w in core) in evidence.acronyms:
         return True

@@ -75,11 +75,29 @@ class Citation(TypedDict):
     collection: str
 
 
+class ClaimIssue(TypedDict):
+    """A fact of an answer sentence its cited evidence does not hold (see `agent.claims`)."""
+
+    kind: Literal["number", "name", "negation", "comparison"]
+    claim: str
+    detail: str
+
+
 class SentenceVerdict(TypedDict):
     sentence: str
     cited: list[int]
     support: float
     supported: bool
+    problems: NotRequired[list[ClaimIssue]]
+    """Numbers, names, negation or comparisons the cited evidence does not hold."""
+    recited: NotRequired[int]
+    """The evidence number the sentence was cited to instead: its claim holds there, not in the
+    chunk it cited."""
+
+
+class PartVerdict(TypedDict):
+    part: str
+    covered: bool
 
 
 class Verdict(TypedDict):
@@ -88,6 +106,12 @@ class Verdict(TypedDict):
     sentences: list[SentenceVerdict]
     method: Literal["similarity", "llm"]
     action: Literal["accept", "regenerate", "give_up"]
+    parts: NotRequired[list[PartVerdict]]
+    """The question's parts (several questions, compared items, parallel sub-questions) and
+    whether a supported sentence addresses each; absent for a one-part question."""
+    revised: NotRequired[bool]
+    """The answer was changed after the last attempt: unsupported claims removed or marked,
+    missing parts said to be missing."""
 
 
 class UsageEntry(TypedDict):

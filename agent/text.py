@@ -11,7 +11,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from agent.state import Evidence
+from agent.state import Citation, Evidence
 
 NO_EVIDENCE = "I could not find anything about this in the documents I can search."
 """The answer when retrieval found nothing: written without an LLM call, checked by no one."""
@@ -92,3 +92,59 @@ def format_evidence(evidence: list[Evidence]) -> str:
         where = " > ".join(p for p in (e["title"], *e["heading_path"]) if p)
         blocks.append(f"[{n}] {where}\n{e['text'].strip()}")
     return "\n\n".join(blocks)
+
+
+def citations_for(answer: str, evidence: list[Evidence]) -> list[Citation]:
+    out: list[Citation] = []
+    for n in cited_numbers(answer, len(evidence)):
+        e = evidence[n - 1]
+        out.append(
+            {
+                "n": n,
+                "id": e["id"],
+                "doc_id": e["doc_id"],
+                "title": e["title"],
+                "source": e["source"],
+                "chunk_index": e["chunk_index"],
+                "collection": e["collection"],
+            }
+        )
+    return out
+
+
+def extractive_answer(evidence: list[Evidence], question: str) -> str:
+    """Budget-out or model-down answer: the opening sentence of the top chunks, cited."""
+    if not evidence:
+        return NO_EVIDENCE
+    lines = [
+        f"{split_sentences(e['text'])[0] if split_sentences(e['text']) else e['text'][:200]} [{n}]"
+        for n, e in enumerate(evidence[:2], 1)
+    ]
+    return "From the documents: " + " ".join(lines)
+
+
+def verdict_problems(verdict: Mapping[str, Any] | None) -> list[str]:
+    """What a verdict found wrong, one line each, as the answer writer is told on its retry:
+    the sentence and the fact the evidence does not hold, or the part left unanswered."""
+    if not verdict:
+        return []
+    lines = []
+    for s in verdict.get("sentences") or []:
+        if s.get("supported"):
+            continue
+        sentence = without_citations(s["sentence"])
+        details = [p["detail"] for p in s.get("problems") or []]
+        if details:
+            lines.append(f'- "{sentence}": ' + "; ".join(details))
+        elif not s.get("cited"):
+            lines.append(f'- "{sentence}": cites no evidence block')
+        else:
+            lines.append(f'- "{sentence}": the cited evidence does not say this')
+    for part in verdict.get("parts") or []:
+        if not part.get("covered"):
+            lines.append(
+                f'- The question also asks "{part["part"]}": the answer does not address it'
+            )
+    if not lines and not verdict.get("answers_question", True):
+        lines.append("- The answer does not answer the question")
+    return lines

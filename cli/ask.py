@@ -200,6 +200,12 @@ class AskRenderer:
                 f"grounded: {verdict['grounded']}, answers the question: "
                 f"{verdict['answers_question']}"
             )
+            for sentence in verdict["sentences"]:
+                for problem in sentence.get("problems") or []:
+                    console.print(f"  [yellow]{problem['detail']}[/]", highlight=False)
+            missing = [p["part"] for p in verdict.get("parts") or [] if not p["covered"]]
+            if missing:
+                console.print(f"  [yellow]not answered:[/] {'; '.join(missing)}", highlight=False)
         if payload.get("error"):
             err.print(f"[bold red]error:[/] {payload['error']['message']}", highlight=False)
         usage = payload["usage"]

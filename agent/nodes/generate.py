@@ -20,15 +20,18 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.nodes.common import step
 from agent.prompt_source import PromptSource
-from agent.state import AgentState, Citation, Evidence
+from agent.state import AgentState, Evidence
 from agent.text import (
     CITATION,
     NO_EVIDENCE,
     SENTENCE_BOUNDARY,
+    citations_for,
     cited_numbers,
+    extractive_answer,
     format_evidence,
     message_text,
     split_sentences,
+    verdict_problems,
     without_citations,
 )
 from agent.usage import UsageMeter
@@ -80,35 +83,6 @@ class SentencePrefetch:
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
-
-
-def citations_for(answer: str, evidence: list[Evidence]) -> list[Citation]:
-    out: list[Citation] = []
-    for n in cited_numbers(answer, len(evidence)):
-        e = evidence[n - 1]
-        out.append(
-            {
-                "n": n,
-                "id": e["id"],
-                "doc_id": e["doc_id"],
-                "title": e["title"],
-                "source": e["source"],
-                "chunk_index": e["chunk_index"],
-                "collection": e["collection"],
-            }
-        )
-    return out
-
-
-def extractive_answer(evidence: list[Evidence], question: str) -> str:
-    """Budget-out or model-down answer: the opening sentence of the top chunks, cited."""
-    if not evidence:
-        return NO_EVIDENCE
-    lines = [
-        f"{split_sentences(e['text'])[0] if split_sentences(e['text']) else e['text'][:200]} [{n}]"
-        for n, e in enumerate(evidence[:2], 1)
-    ]
-    return "From the documents: " + " ".join(lines)
 
 
 async def attach_citations(answer: str, evidence: list[Evidence], vectors: Vectors) -> str:
@@ -174,8 +148,15 @@ async def generate_answer(
         template = prompts.get("direct")
         system = template.format()
     else:
-        template = prompts.get("generate_strict" if attempts else "generate")
-        system = template.format(evidence=format_evidence(evidence))
+        if attempts:
+            template = prompts.get("generate_strict")
+            problems = verdict_problems(state.get("verdict")) or ["- unsupported sentences"]
+            system = template.format(
+                evidence=format_evidence(evidence), problems="\n".join(problems)
+            )
+        else:
+            template = prompts.get("generate")
+            system = template.format(evidence=format_evidence(evidence))
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
     model = (await models.aget("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None

@@ -1,9 +1,19 @@
-"""reflect_answer: is every sentence supported by the evidence it cites, and is the question
-answered? If not, regenerate once within budget; the verdicts travel with the answer.
+"""reflect_answer: is every sentence supported by the evidence it cites, and is every part of
+the question answered? If not, regenerate once within budget, telling the model exactly what
+failed; after that, the answer is made honest. The verdicts travel with the answer.
 
-Support is measured without an LLM: a sentence is supported when it is close in meaning to a
+Support is measured without an LLM. A sentence is supported when it is close in meaning to a
 sentence of a chunk it cites (embedding similarity) or most of its content words appear there
-(lexical support). At effort `high` an LLM judge also reads the answer against the evidence.
+(lexical support), and every fact a reader would check holds there: its numbers (with units),
+names, negation and comparisons (`agent.claims`). A claim that holds in another chunk of the
+evidence than the one cited is a wrong citation, corrected in place. Each part of the question
+(`agent.coverage`) must be addressed by a supported sentence. At effort `high` an LLM judge also
+reads the answer against the evidence.
+
+After the last attempt no unsupported claim stays presented as fact: a sentence with a wrong
+number, name, negation or comparison is removed, any other unsupported sentence is marked
+"(unverified)", an answer left with nothing is replaced by quotes of the evidence, and a part
+the answer does not address is said to be missing (flag `partial`).
 """
 
 from __future__ import annotations
@@ -18,15 +28,19 @@ from langgraph.types import Command
 
 from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
+from agent.claims import check_claims, supporting_texts
 from agent.context import AgentContext
+from agent.coverage import Part, addressed, question_parts
 from agent.edges import after_reflect
 from agent.nodes.common import step
 from agent.prompt_source import PromptSource
-from agent.state import AgentState, Evidence, SentenceVerdict, Verdict
+from agent.state import AgentState, ClaimIssue, Evidence, PartVerdict, SentenceVerdict, Verdict
 from agent.text import (
     CITATION,
     NO_EVIDENCE,
+    citations_for,
     cited_numbers,
+    extractive_answer,
     format_evidence,
     keywords,
     message_text,
@@ -58,12 +72,18 @@ def lexical_support(sentence: str, texts: list[str]) -> float:
 
 
 async def judge_sentences(
-    answer: str, evidence: list[Evidence], ctx: AgentContext, vectors: Vectors
+    answer: str,
+    evidence: list[Evidence],
+    ctx: AgentContext,
+    vectors: Vectors,
+    given: list[str] | None = None,
 ) -> tuple[list[SentenceVerdict], list[float]]:
     """Chunk-level similarity and word overlap first (stored vectors: cheap); the answer's
     direction, for `answers_question`, is the mean of its sentences'. Only sentences
     still unsupported, and whose verdict a closer look can still change (cited, not short), are
-    compared with the sentences of the chunks they cite that share most words with them."""
+    compared with the sentences of the chunks they cite that share most words with them. Then
+    every sentence's facts are checked against what it cites (`given`: texts whose facts count
+    as known, the question)."""
     sentences = split_sentences(answer) or [answer]
     texts = [CITATION.sub("", s).strip() for s in sentences]
     # the very strings `attach_citations` embedded before it added the citations, and those
@@ -97,19 +117,38 @@ async def judge_sentences(
                 sims = cosine_matrix([sent_vecs[i]], [piece_vecs[p] for p in chosen[i]])[0]
                 semantic[i] = max(semantic[i], *sims)
     out: list[SentenceVerdict] = []
+    known = list(given or [])
     for i, (sentence, text) in enumerate(zip(sentences, texts, strict=True)):
         cited = cited_numbers(sentence, len(evidence))
         short = _is_short(text)
-        supported = short or semantic[i] >= ctx.support_threshold or lexical[i] >= LEXICAL_SUPPORT
-        out.append(
-            {
-                "sentence": sentence,
-                "cited": cited,
-                "support": round(max(semantic[i], lexical[i]), 3),
-                "supported": bool(supported and (cited or short)),
-            }
-        )
+        close = short or semantic[i] >= ctx.support_threshold or lexical[i] >= LEXICAL_SUPPORT
+        verdict: SentenceVerdict = {
+            "sentence": sentence,
+            "cited": cited,
+            "support": round(max(semantic[i], lexical[i]), 3),
+            "supported": bool(close and (cited or short)),
+        }
+        cited_texts = [evidence[n - 1]["text"] for n in sorted(scopes[i])]
+        problems = [_issue(p) for p in check_claims(text, cited_texts, known)]
+        if problems and cited:
+            # the claim may hold in another chunk: then the citation is wrong, not the claim
+            elsewhere = [
+                n + 1
+                for n in supporting_texts(text, [e["text"] for e in evidence], known)
+                if n + 1 not in cited
+            ]
+            if elsewhere:
+                verdict["recited"] = elsewhere[0]
+                problems = []
+        if problems:
+            verdict["problems"] = problems
+            verdict["supported"] = False
+        out.append(verdict)
     return out, answer_vec
+
+
+def _issue(problem: Any) -> ClaimIssue:
+    return {"kind": problem.kind, "claim": problem.claim, "detail": problem.detail}
 
 
 def _closest_pieces(text: str, scope: set[int], evidence: list[Evidence]) -> list[str]:
@@ -165,10 +204,25 @@ async def reflect_answer(
         }
         return _route(_finish(state, update, verdict, started, "nothing to check"))
 
-    sentences, a_vec = await judge_sentences(answer, evidence, ctx, vectors)
+    sentences, a_vec = await judge_sentences(
+        answer, evidence, ctx, vectors, given=[state["question"], state["query"]]
+    )
+    answer, recited = _recite(answer, sentences)
+    if recited:
+        update["answer"] = answer
+        update["citations"] = citations_for(answer, evidence)
+        update["flags"] = [
+            flag(turn, "citation_corrected", f"{recited} sentence(s) cited the wrong chunk")
+        ]
     grounded = bool(sentences) and all(s["supported"] for s in sentences)
     q_vec = await vectors.embed_query(state["query"])
     answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
+    parts = question_parts(state["query"], state.get("plan"))
+    supported = [without_citations(s["sentence"]) for s in sentences if s["supported"]]
+    part_verdicts: list[PartVerdict] = [
+        {"part": p.text, "covered": addressed(p, supported)} for p in parts
+    ]
+    answers = answers and all(p["covered"] for p in part_verdicts)
     method: Literal["similarity", "llm"] = "similarity"
     if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):
         verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, models, prompts, usage)
@@ -189,6 +243,8 @@ async def reflect_answer(
         "method": method,
         "action": action,
     }
+    if part_verdicts:
+        verdict["parts"] = part_verdicts
     if action == "regenerate":
         update["verdict"] = verdict
         update["steps"] = [step(turn, "reflect_answer", started, "unsupported: regenerate")]
@@ -197,10 +253,87 @@ async def reflect_answer(
         problems = [] if grounded else ["ungrounded"]
         problems += [] if answers else ["unanswered"]
         budget = exhausted(state, ctx, llm_calls=1)
-        update["flags"] = [flag(turn, p, f"after {attempts} attempt(s)") for p in problems]
+        flags = [flag(turn, p, f"after {attempts} attempt(s)") for p in problems]
         if budget and attempts < MAX_ATTEMPTS:
-            update["flags"].append(flag(turn, "incomplete", f"{budget} reached in reflect_answer"))
+            flags.append(flag(turn, "incomplete", f"{budget} reached in reflect_answer"))
+        missing = [p for p in parts if not addressed(p, supported)]
+        honest, notes = honest_answer(answer, sentences, missing, evidence, state["question"])
+        if honest != answer:
+            verdict["revised"] = True
+            update["answer"] = honest
+            update["citations"] = citations_for(honest, evidence)
+        flags += [flag(turn, name, reason) for name, reason in notes]
+        update["flags"] = [*update.get("flags", []), *flags]
     return _route(_finish(state, update, verdict, started, action))
+
+
+def _recite(answer: str, sentences: list[SentenceVerdict]) -> tuple[str, int]:
+    """The answer with each mis-cited sentence citing the chunk its claim holds in."""
+    changed = 0
+    for verdict in sentences:
+        n = verdict.get("recited")
+        if n is None or verdict["sentence"] not in answer:
+            continue
+        body = without_citations(verdict["sentence"]).rstrip()
+        end = body[-1] if body and body[-1] in ".!?" else ""
+        fixed = f"{body[:-1].rstrip() if end else body} [{n}]{end}"
+        answer = answer.replace(verdict["sentence"], fixed, 1)
+        verdict["sentence"], verdict["cited"] = fixed, [n]
+        changed += 1
+    return answer, changed
+
+
+def honest_answer(
+    answer: str,
+    sentences: list[SentenceVerdict],
+    missing: list[Part],
+    evidence: list[Evidence],
+    question: str,
+) -> tuple[str, list[tuple[str, str]]]:
+    """The answer as it may be shown after the last attempt, and the flags that say what was
+    done: sentences with a wrong fact removed, other unsupported ones marked, the evidence
+    quoted instead when nothing is left, missing parts said to be missing."""
+    kept: list[str] = []
+    removed: list[str] = []
+    marked = 0
+    for verdict in sentences:
+        sentence = verdict["sentence"]
+        if verdict["supported"]:
+            kept.append(sentence)
+        elif verdict.get("problems"):
+            removed += [p["claim"] for p in verdict.get("problems", [])]
+        else:
+            kept.append(_mark_unverified(sentence))
+            marked += 1
+    notes: list[tuple[str, str]] = []
+    if removed:
+        notes.append(("claims_removed", "not in the cited evidence: " + "; ".join(removed)))
+    if marked:
+        notes.append(("unverified", f"{marked} sentence(s) marked (unverified)"))
+    if not removed and not marked and not missing:
+        return answer, notes
+    text = " ".join(kept) if any(v["supported"] for v in sentences) or marked else ""
+    if not text.strip():
+        text = extractive_answer(evidence, question)
+        notes.append(("quoted_evidence", "no claim of the answer held: the evidence is quoted"))
+    if missing:
+        text += " " + " ".join(_missing_sentence(p) for p in missing)
+        notes.append(("partial", "not answered: " + "; ".join(p.text for p in missing)))
+    return text.strip(), notes
+
+
+def _mark_unverified(sentence: str) -> str:
+    stripped = sentence.rstrip()
+    end = stripped[-1] if stripped and stripped[-1] in ".!?" else ""
+    body = stripped[:-1] if end else stripped
+    return f"{body} (unverified){end or '.'}"
+
+
+def _missing_sentence(part: Part) -> str:
+    if part.kind == "item":
+        return f"The documents I searched say nothing about {part.text}."
+    text = part.text[0].lower() + part.text[1:]
+    return f"The documents I searched do not say {text}."
 
 
 def _route(update: dict[str, Any]) -> Command[Literal["generate_answer", "__end__"]]:
@@ -213,8 +346,8 @@ def _finish(
     update["verdict"] = verdict
     update["messages"] = [
         AIMessage(
-            content=state.get("answer", ""),
-            additional_kwargs={"citations": state.get("citations") or []},
+            content=update.get("answer", state.get("answer", "")),
+            additional_kwargs={"citations": update.get("citations", state.get("citations") or [])},
         )
     ]
     update["steps"] = [step(state["turn"], "reflect_answer", started, note)]

@@ -230,7 +230,12 @@ def _frames(event: Event, chunk: Any, streamed: bool, include_usage: bool) -> li
         return [json.dumps({"error": {"code": event["code"], "message": event["message"]}})]
     if kind != "done":
         return []
-    frames = [
+    frames: list[str] = []
+    if streamed and (event.get("verdict") or {}).get("revised"):
+        # the checked answer differs from what streamed: unsupported claims removed or marked,
+        # missing parts said to be missing
+        frames.append(chunk({"content": REVISED + event["answer"]}))
+    frames.append(
         chunk(
             {},
             "stop",
@@ -238,7 +243,7 @@ def _frames(event: Event, chunk: Any, streamed: bool, include_usage: bool) -> li
             thread_id=event["thread_id"],
             agentrag=_extras(event),
         )
-    ]
+    )
     if include_usage:
         last = json.loads(chunk({}))
         last["choices"] = []

@@ -126,13 +126,50 @@ async def test_unsupported_answer_is_regenerated(make_services: Any) -> None:
 
 
 async def test_unsupported_twice_gives_up_honestly(make_services: Any) -> None:
+    """After the retry, a claim the evidence does not hold is not shown as fact: with nothing
+    left, the answer quotes the evidence instead."""
     bad = "The Moon is made of green cheese [1]."
     services = make_services(default=scripted(bad, bad))
     result = await run_turn(services, "Which planet has the hottest surface?")
     assert result["verdict"]["action"] == "give_up"
     assert not result["verdict"]["grounded"]
-    assert "ungrounded" in flags(result)
-    assert result["answer"] == bad
+    assert result["verdict"]["revised"]
+    assert {"ungrounded", "claims_removed", "quoted_evidence"} <= set(flags(result))
+    assert "cheese" not in result["answer"]
+    assert result["answer"].startswith("From the documents:")
+    assert result["citations"]
+
+
+async def test_a_wrong_number_is_caught_and_the_retry_is_told_which(make_services: Any) -> None:
+    wrong = "Venus has the hottest surface, at 462 degrees Celsius [1]."
+    fixed = "Venus has the hottest surface of any planet [1]."
+    generator = scripted(wrong, fixed)
+    services = make_services(default=generator)
+    result = await run_turn(services, "Which planet has the hottest surface?")
+    assert generator.calls == 2
+    retry = str(generator.seen[1][0].content)
+    assert "462" in retry and "not in the cited evidence" in retry
+    assert result["answer"] == fixed
+    assert result["verdict"]["grounded"] and result["verdict"]["action"] == "accept"
+
+
+async def test_a_part_left_unanswered_is_said_to_be_missing(make_services: Any) -> None:
+    half = "Venus has the hottest surface of any planet [1]."
+    generator = scripted(half, half)
+    services = make_services(default=generator)
+    question = "Which planet has the hottest surface, and what is the nearest star to the Sun?"
+    result = await run_turn(services, question, AgentContext(effort="low"))
+    retry = str(generator.seen[1][0].content)
+    assert 'also asks "what is the nearest star to the Sun"' in retry
+    parts = {p["part"]: p["covered"] for p in result["verdict"]["parts"]}
+    assert parts == {
+        "Which planet has the hottest surface": True,
+        "what is the nearest star to the Sun": False,
+    }
+    assert not result["verdict"]["answers_question"]
+    assert "partial" in flags(result)
+    assert result["answer"].startswith(half)
+    assert "do not say what is the nearest star to the Sun" in result["answer"]
 
 
 @pytest.mark.parametrize(

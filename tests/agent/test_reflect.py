@@ -87,7 +87,9 @@ async def test_only_chunk_sentences_sharing_words_are_compared(
     # the one sentence of the chunk it paraphrases does
     answer = "A full Mercurian year lasts eighty-eight Earth days [1]."
     verdicts, _ = await judge_sentences(answer, chunks, AgentContext(), vectors)
-    assert verdicts[0]["supported"], verdicts
+    assert verdicts[0]["support"] >= AgentContext().support_threshold, verdicts
+    # close in meaning, but the chunk never names Earth: the claim check holds that against it
+    assert [p["claim"] for p in verdicts[0].get("problems", [])] == ["Earth"]
     pieces = [p for p in split_sentences(MERCURY) if p in counting.encoded]
     assert pieces == ["Its year lasts 88 days."]  # the six sharing no word were never encoded
 

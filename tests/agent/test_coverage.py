@@ -1,0 +1,53 @@
+"""The parts of a question, and whether an answer addresses each."""
+
+from __future__ import annotations
+
+from agent.coverage import addressed, question_parts
+from agent.state import Plan
+
+TWO_QUESTIONS = "Which planet has the hottest surface, and what is the nearest star to the Sun?"
+
+
+def test_several_questions_are_parts() -> None:
+    parts = question_parts(TWO_QUESTIONS)
+    assert [p.text for p in parts] == [
+        "Which planet has the hottest surface",
+        "what is the nearest star to the Sun",
+    ]
+    assert [p.kind for p in parts] == ["question", "question"]
+    asked = question_parts("When was the Eiffel Tower built? Who designed the Eiffel Tower?")
+    assert len(asked) == 2
+
+
+def test_compared_items_are_parts_and_one_question_has_none() -> None:
+    parts = question_parts("Who was born first, Shirley Temple or Judy Garland?")
+    assert [(p.text, p.kind) for p in parts] == [
+        ("Shirley Temple", "item"),
+        ("Judy Garland", "item"),
+    ]
+    assert question_parts("Which planet has the hottest surface?") == []
+    assert question_parts("Which year and which conference was it?") == []
+
+
+def test_parallel_sub_questions_are_parts_sequential_hops_are_not() -> None:
+    subs = [
+        {"index": 0, "query": "Where was Ada Lovelace born?"},
+        {"index": 1, "query": "Where was Alan Turing born?"},
+    ]
+    parallel: Plan = {"mode": "parallel", "subqueries": subs, "source": "llm"}  # type: ignore[typeddict-item]
+    sequential: Plan = {**parallel, "mode": "sequential"}
+    question = "Where were Ada Lovelace and Alan Turing born"
+    assert [p.kind for p in question_parts(question, parallel)] == ["subquery", "subquery"]
+    assert question_parts(question, sequential) == []
+
+
+def test_a_part_is_addressed_only_by_a_sentence_about_it() -> None:
+    hottest, nearest = question_parts(TWO_QUESTIONS)
+    half = ["Venus has the hottest surface of any planet."]
+    assert addressed(hottest, half)
+    assert not addressed(nearest, half)
+    whole = [*half, "Proxima Centauri is the nearest star to the Sun."]
+    assert addressed(nearest, whole)
+    first, second = question_parts("Who was born first, Shirley Temple or Judy Garland?")
+    only_one = ["Shirley Temple was born in 1928."]
+    assert addressed(first, only_one) and not addressed(second, only_one)
