@@ -8,7 +8,8 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
-.PHONY: setup demo test lint bench bench-agent bench-overhead bench-latency bench-load clean
+.PHONY: setup demo test lint bench bench-agent bench-overhead bench-latency bench-load \
+	bench-selfcheck clean
 
 setup: $(VENV)/.setup-done
 
@@ -65,6 +66,14 @@ bench-agent: setup
 bench-overhead: setup
 	$(PY) bench/orchestration.py --dataset $(HOTPOT) --data-dir .agentrag/bench \
 		--collection eval-hotpotqa-dev500 --limit 100
+
+# The answer self-check (reflect_answer) against answers whose truth is known: detection per kind
+# of error, false alarms, cost. A scripted model answers; the corpora are ingested on first use.
+MUSIQUE ?= ../shared/data/musique_train100
+
+bench-selfcheck: setup
+	$(PY) bench/self_check.py --dataset $(HOTPOT) --data-dir .agentrag/bench --effort low
+	$(PY) bench/self_check.py --dataset $(MUSIQUE) --data-dir .agentrag/bench --effort low
 
 bench-latency: setup
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300
