@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from agent.state import Plan
@@ -31,7 +32,24 @@ _WH = frozenset(
     ["what", "which", "who", "whom", "whose", "when", "where", "why", "how", "many", "much"]
 )
 _SPLIT = re.compile(r"\?\s+|\?$|[,;]?\s+\band (?=(?:what|who|when|where|why|how|which)\b)")
-_OPTIONS = re.compile(r"[,:]?\s*([^,?]+?)\s+or\s+([^,?]+?)\s*\??$")
+_TOKEN = r"[\"\u201c']?[A-Z0-9][\w'\u2019.&:-]*[\"\u201d']?"
+_RUN = re.compile(rf"{_TOKEN}(?:\s+(?:(?:of|the|de|da|van|von|to|in|on|for|a|an|&)\s+)*{_TOKEN})*")
+"""A name as a question writes it: capitalised or numbered words, small words between."""
+_OR = re.compile(r"\bor\b", re.IGNORECASE)
+_OR_GAP = re.compile(r"\s*,?\s*or\s+")
+_AND_GAP = re.compile(r"\s*,?\s*(?:and|&)\s+")
+_JOINT = re.compile(
+    r"\b(both|same|either|neither|different|differ|common|compared?|share[sd]?|"
+    r"nationality|nationalities)\b|^\s*(are|were|is|was|do|did|does|have|has|where are|"
+    r"where were)\b",
+    re.IGNORECASE,
+)
+"""What makes "A and B" two things asked about together: "Are A and B both ...?", "What
+nationality were A and B?", "Where are A and B located?"."""
+_LEADING = frozenset(
+    {"are", "is", "was", "were", "do", "does", "did", "has", "have", "had", "both", "the"}
+    | {"who", "which", "what", "when", "where", "how"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,27 +73,54 @@ def question_parts(question: str, plan: Plan | None = None) -> list[Part]:
     pieces = [p.strip(" ,;") for p in _SPLIT.split(question.strip()) if p.strip(" ,;?")]
     if len(pieces) > 1 and min(len(p.split()) for p in pieces) >= MIN_PART_WORDS:
         texts = pieces
-    elif (options := _OPTIONS.search(question)) and COMPARISON.search(question):
-        texts, kind = [options.group(1).strip(), options.group(2).strip()], "item"
+    elif items := _items(question):
+        texts, kind = items, "item"
     elif plan and plan["mode"] == "parallel" and len(plan["subqueries"]) > 1:
         texts, kind = [s["query"] for s in plan["subqueries"]], "subquery"
     if len(texts) < 2:
         return []
     stems = [_stems(t) for t in texts]
+    rest = question
+    for text in texts:
+        rest = rest.replace(text, " ")
+    asked = set(_stems(rest)) if kind == "item" else set()
     parts = []
     for i, (text, own) in enumerate(zip(texts, stems, strict=True)):
-        others = {w for j, s in enumerate(stems) if j != i for w in s}
+        # an item's own words: not those of the other item, nor of the question around them
+        # ("Dime Magazine" in "Which magazine is older, Gallery or Dime Magazine?")
+        others = asked | {w for j, s in enumerate(stems) if j != i for w in s}
         distinct = [w for w in dict.fromkeys(own) if w not in others] or list(dict.fromkeys(own))
         parts.append(Part(text=text.rstrip("?").strip(), kind=kind, words=tuple(distinct)))
     return [p for p in parts if p.words]
 
 
+def _items(question: str) -> list[str]:
+    """Two named things the question asks about together: "A or B" when it compares them
+    ("Which is older, A or B?"; a plain choice, "Which novelist, A or B, wrote X?", is answered
+    by naming one), "A and B" when it asks about both."""
+    runs = [(m.start(), m.end(), _trimmed(m.group())) for m in _RUN.finditer(question)]
+    runs = [r for r in runs if r[2]]
+    for (_, end, first), (start, _, second) in pairwise(runs):
+        gap = question[end:start]
+        if _OR_GAP.fullmatch(gap) and COMPARISON.search(_OR.sub(" ", question)):
+            return [first, second]
+        if _AND_GAP.fullmatch(gap) and _JOINT.search(question):
+            return [first, second]
+    return []
+
+
+def _trimmed(run: str) -> str:
+    """A run without the question's own capitalised first words ("Are", "Which") or quotes."""
+    words = run.strip().strip("\"\u201c\u201d'").split()
+    while words and words[0].lower().strip("\"\u201c\u201d'") in _LEADING:
+        words = words[1:]
+    return " ".join(words).strip("\"\u201c\u201d',.:")
+
+
 def addressed(part: Part, sentences: list[str]) -> bool:
-    """Whether one of `sentences` (the supported ones) holds most of the part's own words; an
-    item of a comparison, all of its words (it is a name)."""
-    need = (
-        len(part.words) if part.kind == "item" else max(1, round(len(part.words) * COVERED_SHARE))
-    )
+    """Whether one of `sentences` (the supported ones) holds at least half of the part's own
+    words (of a compared item's name: "Temple" for "Shirley Temple")."""
+    need = max(1, round(len(part.words) * COVERED_SHARE))
     for sentence in sentences:
         have = set(_stems(sentence))
         if sum(1 for w in part.words if w in have) >= need:

@@ -227,6 +227,8 @@ def _verdict_view(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
                 "supported": s["supported"],
                 "support": s["support"],
                 "cited": s["cited"],
+                **({"recited": s["recited"]} if "recited" in s else {}),
+                **({"problems": s["problems"]} if s.get("problems") else {}),
             }
             for s in verdict["sentences"]
         ],
@@ -243,13 +245,19 @@ def signals(verdict: dict[str, Any]) -> list[str]:
         fired.append("sentence")
     if not verdict["answers_question"]:
         fired.append("answers_question")
+    if any("recited" in s for s in verdict["sentences"]):
+        fired.append("recited")
     return fired
 
 
 def flagged_by(candidate: Candidate, fired: Sequence[str]) -> bool:
     """Whether the check flagged the candidate: `answers_question` counts for multi-part
-    candidates only (a single true sentence may well not answer a multi-hop question)."""
+    candidates only (a single true sentence may well not answer a multi-hop question); a
+    citation the check moved to the chunk that holds the claim (`recited`) counts for a
+    mis-cited one (the claim is true: the fix is the citation, not a rewrite)."""
     counted = {"grounded", "sentence"}
+    if candidate.kind == "miscited":
+        counted.add("recited")
     if candidate.parts > 1:
         counted.add("answers_question")
     return any(s in counted for s in fired)

@@ -13,7 +13,7 @@ reads the answer against the evidence.
 After the last attempt no unsupported claim stays presented as fact: a sentence with a wrong
 number, name, negation or comparison is removed, any other unsupported sentence is marked
 "(unverified)", an answer left with nothing is replaced by quotes of the evidence, and a part
-the answer does not address is said to be missing (flag `partial`).
+the answer does not address is said to have no supported answer (flag `partial`).
 """
 
 from __future__ import annotations
@@ -330,10 +330,11 @@ def _mark_unverified(sentence: str) -> str:
 
 
 def _missing_sentence(part: Part) -> str:
+    """Says what the answer leaves out, not what the documents lack: the part may be in the
+    documents and only the answer missed it."""
     if part.kind == "item":
-        return f"The documents I searched say nothing about {part.text}."
-    text = part.text[0].lower() + part.text[1:]
-    return f"The documents I searched do not say {text}."
+        return f"No supported answer was found about {part.text}."
+    return f"No supported answer was found to: {part.text}."
 
 
 def _route(update: dict[str, Any]) -> Command[Literal["generate_answer", "__end__"]]:

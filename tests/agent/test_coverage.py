@@ -36,7 +36,7 @@ def test_parallel_sub_questions_are_parts_sequential_hops_are_not() -> None:
     ]
     parallel: Plan = {"mode": "parallel", "subqueries": subs, "source": "llm"}  # type: ignore[typeddict-item]
     sequential: Plan = {**parallel, "mode": "sequential"}
-    question = "Where were Ada Lovelace and Alan Turing born"
+    question = "Which cities did Ada Lovelace and Alan Turing grow up in"
     assert [p.kind for p in question_parts(question, parallel)] == ["subquery", "subquery"]
     assert question_parts(question, sequential) == []
 
@@ -51,3 +51,28 @@ def test_a_part_is_addressed_only_by_a_sentence_about_it() -> None:
     first, second = question_parts("Who was born first, Shirley Temple or Judy Garland?")
     only_one = ["Shirley Temple was born in 1928."]
     assert addressed(first, only_one) and not addressed(second, only_one)
+
+
+def test_items_are_named_things_asked_about_together() -> None:
+    def items(question: str) -> list[str]:
+        return [p.text for p in question_parts(question)]
+
+    assert items("Are Random House Tower and 888 7th Avenue both used for real estate?") == [
+        "Random House Tower",
+        "888 7th Avenue",
+    ]
+    assert items("Which band, Letters to Cleo or Screaming Trees, had more members?") == [
+        "Letters to Cleo",
+        "Screaming Trees",
+    ]
+    assert items("What nationality were Alfred Gell and Edmund Leach?") == [
+        "Alfred Gell",
+        "Edmund Leach",
+    ]
+    # a plain choice is answered by naming one; creators named in passing are not asked about
+    assert items("Which novelist, J. G. Farrell or Louis Aragon, wrote of colonial rule?") == []
+    assert items("What station aired the series created by Max Mutchnick and David Kohan?") == []
+    gallery, dime = question_parts("Which magazine is older, Gallery or Dime Magazine?")
+    assert dime.words == ("dime",)  # "magazine" is the question's word, not the item's
+    assert addressed(gallery, ["Gallery is a men's magazine."])
+    assert not addressed(dime, ["Gallery is a men's magazine."])
