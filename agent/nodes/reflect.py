@@ -131,12 +131,16 @@ async def judge_sentences(
         cited_texts = [evidence[n - 1]["text"] for n in sorted(scopes[i])]
         problems = [_issue(p) for p in check_claims(text, cited_texts, known)]
         if problems and cited:
-            # the claim may hold in another chunk: then the citation is wrong, not the claim
-            elsewhere = [
-                n + 1
-                for n in supporting_texts(text, [e["text"] for e in evidence], known)
-                if n + 1 not in cited
+            # the claim may hold in another chunk: then the citation is wrong, not the claim.
+            # Only chunks that hold the failing claims as written are read in full.
+            claims = [p["claim"].lower() for p in problems]
+            others = [
+                n
+                for n, e in enumerate(evidence, 1)
+                if n not in cited and all(c in e["text"].lower() for c in claims)
             ]
+            found = supporting_texts(text, [evidence[n - 1]["text"] for n in others], known)
+            elsewhere = [others[k] for k in found]
             if elsewhere:
                 verdict["recited"] = elsewhere[0]
                 problems = []
