@@ -320,6 +320,8 @@ def honest_answer(
     if not text.strip():
         text = extractive_answer(evidence, question)
         notes.append(("quoted_evidence", "no claim of the answer held: the evidence is quoted"))
+        quoted = [without_citations(s) for s in split_sentences(text)]
+        missing = [p for p in missing if not addressed(p, quoted)]
     if missing:
         text += " " + " ".join(_missing_sentence(p) for p in missing)
         notes.append(("partial", "not answered: " + "; ".join(p.text for p in missing)))

@@ -10,8 +10,14 @@ from typing import Any
 from langchain_core.outputs import ChatGenerationChunk
 
 from agent.context import AgentContext
+from agent.coverage import question_parts
 from agent.nodes.generate import attach_citations
-from agent.nodes.reflect import PIECES_PER_SENTENCE, _closest_pieces, judge_sentences
+from agent.nodes.reflect import (
+    PIECES_PER_SENTENCE,
+    _closest_pieces,
+    honest_answer,
+    judge_sentences,
+)
 from agent.state import Evidence
 from agent.text import split_sentences, without_citations
 from eval.scripted_llm import ScriptedChatModel
@@ -220,3 +226,41 @@ async def test_the_prompt_is_counted_while_the_model_writes(make_services: Any) 
     assert model.opened, "the prompt was not counted while the model still wrote"
     usage = next(u for u in result["usage"] if u["node"] == "generate_answer")
     assert usage["input_tokens"] > counted[0] > 0  # the prompt and the question
+
+
+def test_the_honest_answer_removes_wrong_claims_marks_the_rest_and_names_missing_parts() -> None:
+    chunks = evidence(MERCURY, "Proxima Centauri is the nearest star to the Sun.")
+    question = "How long is a year on Mercury, and what is the nearest star to the Sun?"
+    parts = question_parts(question)
+    wrong = {"kind": "number", "claim": "99", "detail": "99 is not in the cited evidence"}
+    verdicts: list[Any] = [
+        {
+            "sentence": "Its year lasts 88 days [1].",
+            "cited": [1],
+            "support": 0.9,
+            "supported": True,
+        },
+        {
+            "sentence": "It has 99 moons [1].",
+            "cited": [1],
+            "support": 0.8,
+            "supported": False,
+            "problems": [wrong],
+        },
+        {"sentence": "It is pleasant [1].", "cited": [1], "support": 0.1, "supported": False},
+    ]
+    answer = " ".join(v["sentence"] for v in verdicts)
+    honest, notes = honest_answer(answer, verdicts, parts[1:], chunks, question)
+    assert honest == (
+        "Its year lasts 88 days [1]. It is pleasant [1] (unverified). "
+        "No supported answer was found to: what is the nearest star to the Sun."
+    )
+    assert [n for n, _ in notes] == ["claims_removed", "unverified", "partial"]
+    # nothing holds: the evidence is quoted, and a part the quote answers is not called missing
+    only_wrong = [verdicts[1]]
+    quoted, notes = honest_answer(
+        only_wrong[0]["sentence"], only_wrong, parts[1:], chunks, question
+    )
+    assert quoted.startswith("From the documents:") and "Proxima Centauri" in quoted
+    assert "No supported answer" not in quoted
+    assert [n for n, _ in notes] == ["claims_removed", "quoted_evidence"]
