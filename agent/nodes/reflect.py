@@ -318,7 +318,9 @@ def honest_answer(
         return answer, notes
     text = " ".join(kept) if any(v["supported"] for v in sentences) or marked else ""
     if not text.strip():
-        text = extractive_answer(evidence, question)
+        text = quoted_answer(evidence, [p.text for p in missing] or [question]) or (
+            extractive_answer(evidence, question)
+        )
         notes.append(("quoted_evidence", "no claim of the answer held: the evidence is quoted"))
         quoted = [without_citations(s) for s in split_sentences(text)]
         missing = [p for p in missing if not addressed(p, quoted)]
@@ -326,6 +328,24 @@ def honest_answer(
         text += " " + " ".join(_missing_sentence(p) for p in missing)
         notes.append(("partial", "not answered: " + "; ".join(p.text for p in missing)))
     return text.strip(), notes
+
+
+def quoted_answer(evidence: list[Evidence], asks: list[str]) -> str:
+    """For each of `asks` (the question, or its parts), the evidence sentence sharing most of
+    its content words, quoted and cited; empty when none shares any."""
+    quotes: list[str] = []
+    for ask in asks:
+        words = {w.lower() for w in keywords(ask)}
+        best, best_n, best_shared = "", 0, 0
+        for n, e in enumerate(evidence, 1):
+            for sentence in split_sentences(e["text"])[:30]:
+                shared = len(words & {w.lower() for w in keywords(sentence)})
+                if shared > best_shared:
+                    best, best_n, best_shared = sentence, n, shared
+        quote = f"{best.rstrip()} [{best_n}]"
+        if best and quote not in quotes:
+            quotes.append(quote)
+    return "From the documents: " + " ".join(quotes) if quotes else ""
 
 
 def _mark_unverified(sentence: str) -> str:
