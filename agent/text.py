@@ -112,6 +112,15 @@ def citations_for(answer: str, evidence: list[Evidence]) -> list[Citation]:
     return out
 
 
+def before_end(sentence: str, addition: str, end: str = "") -> str:
+    """`sentence` with `addition` before its closing . ! or ? ("Paris is big [1]."); `end` closes
+    a sentence that has none."""
+    stripped = sentence.rstrip()
+    closing = stripped[-1] if stripped and stripped[-1] in ".!?" else ""
+    body = stripped[:-1] if closing else stripped
+    return f"{body} {addition}{closing or end}"
+
+
 def extractive_answer(evidence: list[Evidence], question: str) -> str:
     """Budget-out or model-down answer: the opening sentence of the top chunks, cited."""
     if not evidence:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import get_async_callback_manager_for_config
@@ -464,11 +464,16 @@ async def observed_search(
     observation (the query in; chunk ids, titles, scores and texts out) under the node. With
     nobody listening to retriever runs (tracing off) it is just the search."""
     try:
-        manager = get_async_callback_manager_for_config(get_config())
+        config = get_config()
     except RuntimeError:  # outside a graph run
         return await search
-    if not any(_hears_retrievers(h) for h in manager.handlers):
+    # the run's handlers are looked at before a callback manager is made for them: untraced,
+    # a search pays for nothing
+    callbacks = config.get("callbacks")
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
+    if not any(_hears_retrievers(h) for h in handlers or []):
         return await search
+    manager = get_async_callback_manager_for_config(config)
     manager.add_metadata(dict(metadata), inherit=False)
     run = await manager.on_retriever_start(None, query, name=name)
     try:

@@ -25,6 +25,7 @@ from agent.text import (
     CITATION,
     NO_EVIDENCE,
     SENTENCE_BOUNDARY,
+    before_end,
     citations_for,
     cited_numbers,
     extractive_answer,
@@ -99,10 +100,7 @@ async def attach_citations(answer: str, evidence: list[Evidence], vectors: Vecto
     for sentence, scores in zip(sentences, cosine_matrix(sent_vecs, ev_vecs), strict=True):
         best = max(range(len(scores)), key=lambda i: scores[i])
         if scores[best] >= POST_HOC_MIN_SIMILARITY and not CITATION.search(sentence):
-            stripped = sentence.rstrip()
-            end = stripped[-1] if stripped[-1] in ".!?" else ""
-            body = stripped[:-1] if end else stripped
-            sentence = f"{body} [{best + 1}]{end}"
+            sentence = before_end(sentence, f"[{best + 1}]")
         out.append(sentence)
     return " ".join(out)
 

@@ -38,6 +38,7 @@ from agent.state import AgentState, ClaimIssue, Evidence, PartVerdict, SentenceV
 from agent.text import (
     CITATION,
     NO_EVIDENCE,
+    before_end,
     citations_for,
     cited_numbers,
     extractive_answer,
@@ -278,9 +279,7 @@ def _recite(answer: str, sentences: list[SentenceVerdict]) -> tuple[str, int]:
         n = verdict.get("recited")
         if n is None or verdict["sentence"] not in answer:
             continue
-        body = without_citations(verdict["sentence"]).rstrip()
-        end = body[-1] if body and body[-1] in ".!?" else ""
-        fixed = f"{body[:-1].rstrip() if end else body} [{n}]{end}"
+        fixed = before_end(without_citations(verdict["sentence"]), f"[{n}]")
         answer = answer.replace(verdict["sentence"], fixed, 1)
         verdict["sentence"], verdict["cited"] = fixed, [n]
         changed += 1
@@ -307,7 +306,7 @@ def honest_answer(
         elif verdict.get("problems"):
             removed += [p["claim"] for p in verdict.get("problems", [])]
         else:
-            kept.append(_mark_unverified(sentence))
+            kept.append(before_end(sentence, "(unverified)", end="."))
             marked += 1
     notes: list[tuple[str, str]] = []
     if removed:
@@ -346,13 +345,6 @@ def quoted_answer(evidence: list[Evidence], asks: list[str]) -> str:
         if best and quote not in quotes:
             quotes.append(quote)
     return "From the documents: " + " ".join(quotes) if quotes else ""
-
-
-def _mark_unverified(sentence: str) -> str:
-    stripped = sentence.rstrip()
-    end = stripped[-1] if stripped and stripped[-1] in ".!?" else ""
-    body = stripped[:-1] if end else stripped
-    return f"{body} (unverified){end or '.'}"
 
 
 def _missing_sentence(part: Part) -> str:

@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from langfuse import Langfuse, LangfuseOtelSpanAttributes
-from opentelemetry.sdk.trace import TracerProvider
+from langfuse import LangfuseOtelSpanAttributes
 
 from agent.errors import ConfigError
 from agent.services import Services
@@ -31,6 +30,7 @@ from eval.langfuse_recorder import LangfuseRecorder
 from retrievers.embeddings import LocalEmbeddings
 from tests.conftest import REPO
 from tests.eval.test_agent_eval import QUESTIONS, scripted_services, write_dataset
+from tests.eval.test_langfuse_recorder import sdk_client
 
 DATASET = "tiny-multihop-eval"
 EFFORTS = ["low", "medium"]
@@ -245,22 +245,6 @@ def test_a_second_run_reuses_the_dataset_and_its_items(
     assert sorted(traces) == sorted(recorder.trace_ids()) and len(set(traces)) == 4
 
 
-@contextmanager
-def sdk_client(rec: LangfuseRecorder, secret_key: str | None = None) -> Iterator[Langfuse]:
-    provider = TracerProvider(shutdown_on_exit=False)
-    client = Langfuse(
-        public_key=rec.public_key if secret_key is None else f"pk-lf-{uuid.uuid4().hex}",
-        secret_key=secret_key or rec.secret_key,
-        base_url=rec.base_url,
-        tracer_provider=provider,
-    )
-    try:
-        yield client
-    finally:
-        client.shutdown()
-        provider.shutdown()
-
-
 def question(qid: str, answers: list[str], **extra: object) -> Question:
     return Question(qid, f"Question {qid}?", answers[0], answers, [f"doc-{qid}"], dict(extra))
 
@@ -292,7 +276,9 @@ def test_dataset_items_are_created_once_and_updated_in_place(recorder: LangfuseR
 @pytest.mark.integration
 def test_a_refused_dataset_call_is_one_clear_error(recorder: LangfuseRecorder) -> None:
     with (
-        sdk_client(recorder, secret_key="sk-lf-wrong") as client,
+        sdk_client(
+            recorder, public_key=f"pk-lf-{uuid.uuid4().hex}", secret_key="sk-lf-wrong"
+        ) as client,
         pytest.raises(ExperimentError, match=r"HTTP 401.*LANGFUSE_SECRET_KEY"),
     ):
         prepare_dataset(client, "capitals", [question("q1", ["Paris"])], source="s", split="d")
