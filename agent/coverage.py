@@ -11,6 +11,15 @@ part's own (those the other parts do not share), or, for a compared item, its na
 compared by their first five letters, so "nearest" meets "near", "born" meets "birth" does not:
 the check leans to accepting a paraphrase it cannot read, and a part it calls missing is one
 whose own words the answer does not use at all.
+
+A single question that reaches its answer through another thing ("Who was the first president
+of the association which published X?") is answered in part when the answer stops at that
+thing ("X is published by the APA."). Its `focus` is what the question asks of the thing
+("first president"): the content words before its first bridge ("of the", "which", "where",
+...), not the answer-type nouns ("country", "year", "name") any answer of the right kind
+satisfies, nor its named things. An answer misses the focus when no supported sentence uses
+one of its words and every one of them still speaks of the question's named things (none has
+moved on to what they lead to); the caller then compares meanings (`FOCUS_SIMILARITY`).
 """
 
 from __future__ import annotations
@@ -32,12 +41,19 @@ _WH = frozenset(
     ["what", "which", "who", "whom", "whose", "when", "where", "why", "how", "many", "much"]
 )
 _SPLIT = re.compile(r"\?\s+|\?$|[,;]?\s+\band (?=(?:what|who|when|where|why|how|which)\b)")
-_TOKEN = r"[\"\u201c']?[A-Z0-9][\w'\u2019.&:-]*[\"\u201d']?"
+_TOKEN = r"[\"\u201c']?[A-Z0-9][\w'\u2019.&:\u2013-]*[\"\u201d']?"
 _RUN = re.compile(rf"{_TOKEN}(?:\s+(?:(?:of|the|de|da|van|von|to|in|on|for|a|an|&)\s+)*{_TOKEN})*")
 """A name as a question writes it: capitalised or numbered words, small words between."""
 _OR = re.compile(r"\bor\b", re.IGNORECASE)
-_OR_GAP = re.compile(r"\s*,?\s*or\s+")
-_AND_GAP = re.compile(r"\s*,?\s*(?:and|&)\s+")
+_OR_GAP = re.compile(r"\s*,?\s*or\s+(?:the\s+)?", re.IGNORECASE)
+_AND_GAP = re.compile(r"\s*,?\s*(?:and|&)\s+(?:the\s+)?", re.IGNORECASE)
+_COMPARATIVE = re.compile(
+    r"\b(?:is|was|are|were)\s+\w+er\b|\bthe\s+\w+est\b|"
+    r"\b(?:most|least|further|farther|closer|closest|newer|newest)\b",
+    re.IGNORECASE,
+)
+"""Comparative and superlative forms ("is taller", "had the longest career", "most
+recently") that make "A or B" two things compared rather than a choice."""
 _JOINT = re.compile(
     r"\b(both|same|either|neither|different|differ|common|compared?|share[sd]?|"
     r"nationality|nationalities)\b|^\s*(are|were|is|was|do|did|does|have|has|where are|"
@@ -46,16 +62,71 @@ _JOINT = re.compile(
 )
 """What makes "A and B" two things asked about together: "Are A and B both ...?", "What
 nationality were A and B?", "Where are A and B located?"."""
+_BOTH_SUBJECTS = re.compile(r"\s+(?:are|were|have|both|each|share|shared)\b", re.IGNORECASE)
+"""After "A and B": the two are the subject of one question ("A and B were recipients of
+what award?")."""
 _LEADING = frozenset(
     {"are", "is", "was", "were", "do", "does", "did", "has", "have", "had", "both", "the"}
     | {"who", "which", "what", "when", "where", "how"}
 )
 
 
+_BRIDGE = re.compile(
+    r"\b(?:of|in|by|for|from|at|on|with|to|as|during|after|before|near)\s+"
+    r"(?:the|a|an|his|her|its|their)\b|\b(?:which|that|where|whose|whom|who|when|while)\b",
+    re.IGNORECASE,
+)
+"""Where a question starts describing the thing its answer is reached through."""
+_WH_START = re.compile(
+    r"\s*(?:(?:in|at|of|from|for|to|by|on)\s+)?(?:what|which|who|whom|whose|when|where|how)\b",
+    re.IGNORECASE,
+)
+_ANSWER_TYPES = frozenset(
+    [
+        "name",
+        "kind",
+        "type",
+        "sort",
+        "count",
+        "city",
+        "state",
+        "year",
+        "perso",
+        "place",
+        "locat",
+        "part",
+        "term",
+        "date",
+        "numbe",
+        "thing",
+        "peopl",
+        "group",
+        "compa",
+        "organ",
+        "day",
+        "month",
+        "perce",
+        "amoun",
+        "insta",
+        "regio",
+        "citiz",
+        "natio",
+        "langu",
+    ]
+)
+"""Stems of nouns that say what kind of answer is wanted ("What country ...", "the name of"):
+any answer of that kind satisfies them, so they are not what the question asks about."""
+_AUXILIARIES = frozenset(
+    ["is", "was", "are", "were", "did", "does", "do", "has", "have", "had", "be", "been"]
+)
+FOCUS_SIMILARITY = 0.2
+"""An answer sentence this close in meaning to the focus speaks of it in other words."""
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     text: str
-    kind: Literal["question", "item", "subquery"]
+    kind: Literal["question", "item", "subquery", "focus"]
     words: tuple[str, ...]
     """The part's own content words (stems), the ones an answer to it would use."""
 
@@ -100,11 +171,13 @@ def _items(question: str) -> list[str]:
     by naming one), "A and B" when it asks about both."""
     runs = [(m.start(), m.end(), _trimmed(m.group())) for m in _RUN.finditer(question)]
     runs = [r for r in runs if r[2]]
-    for (_, end, first), (start, _, second) in pairwise(runs):
+    compares = COMPARISON.search(_OR.sub(" ", question)) or _COMPARATIVE.search(question)
+    for (_, end, first), (start, after, second) in pairwise(runs):
         gap = question[end:start]
-        if _OR_GAP.fullmatch(gap) and COMPARISON.search(_OR.sub(" ", question)):
+        if _OR_GAP.fullmatch(gap) and compares:
             return [first, second]
-        if _AND_GAP.fullmatch(gap) and _JOINT.search(question):
+        joint = _JOINT.search(question) or _BOTH_SUBJECTS.match(question[after:])
+        if _AND_GAP.fullmatch(gap) and (joint or compares):
             return [first, second]
     return []
 
@@ -115,6 +188,47 @@ def _trimmed(run: str) -> str:
     while words and words[0].lower().strip("\"\u201c\u201d'") in _LEADING:
         words = words[1:]
     return " ".join(words).strip("\"\u201c\u201d',.:")
+
+
+def question_focus(question: str) -> Part | None:
+    """What a single question asks of the thing it names or describes (`kind="focus"`, the
+    focus words as `words`, the phrase as `text`); None when nothing is left after removing
+    answer-type nouns and named things."""
+    body = question.strip().rstrip("?")
+    start = _WH_START.match(body)
+    rest = body[start.end() :] if start else body
+    named = {w for run in _named_runs(question) for w in _stems(run)}
+    for piece in _BRIDGE.split(rest):
+        words = [
+            w
+            for w in dict.fromkeys(_stems(piece))
+            if w not in _AUXILIARIES and w not in _ANSWER_TYPES and w not in named
+        ]
+        if words:
+            return Part(text=piece.strip(" ,"), kind="focus", words=tuple(words))
+    return None
+
+
+def misses_focus(question: str, focus: Part, sentences: list[str]) -> bool:
+    """Whether no sentence uses a focus word and every one still names the question's own
+    named things: the answer stops at what the question goes through. Similarity decides
+    the rest (the caller's)."""
+    if not sentences or any(set(_stems(s)) & set(focus.words) for s in sentences):
+        return False
+    runs = [set(_stems(r)) for r in _named_runs(question)]
+    runs = [r for r in runs if r]
+    if not runs:
+        return False
+
+    def names(sentence: str, run: set[str]) -> bool:
+        have = set(_stems(sentence))
+        return sum(1 for w in run if w in have) >= max(1, len(run) / 2)
+
+    return all(any(names(s, run) for run in runs) for s in sentences)
+
+
+def _named_runs(question: str) -> list[str]:
+    return [t for m in _RUN.finditer(question) if (t := _trimmed(m.group()))]
 
 
 def addressed(part: Part, sentences: list[str]) -> bool:

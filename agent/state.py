@@ -98,6 +98,9 @@ class SentenceVerdict(TypedDict):
 class PartVerdict(TypedDict):
     part: str
     covered: bool
+    kind: NotRequired[str]
+    """`question`, `item`, `subquery`; `focus` when the answer stopped at what a one-part
+    question goes through (the part is then the question)."""
 
 
 class Verdict(TypedDict):

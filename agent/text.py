@@ -150,7 +150,12 @@ def verdict_problems(verdict: Mapping[str, Any] | None) -> list[str]:
         else:
             lines.append(f'- "{sentence}": the cited evidence does not say this')
     for part in verdict.get("parts") or []:
-        if not part.get("covered"):
+        if not part.get("covered") and part.get("kind") == "focus":
+            lines.append(
+                f"- The answer stops at what the question goes through: it does not say what "
+                f'"{part["part"]}" asks'
+            )
+        elif not part.get("covered"):
             lines.append(
                 f'- The question also asks "{part["part"]}": the answer does not address it'
             )

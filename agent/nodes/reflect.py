@@ -30,7 +30,14 @@ from agent.budget import exhausted, flag
 from agent.chat_models import ChatModels
 from agent.claims import check_claims, supporting_texts
 from agent.context import AgentContext
-from agent.coverage import Part, addressed, question_parts
+from agent.coverage import (
+    FOCUS_SIMILARITY,
+    Part,
+    addressed,
+    misses_focus,
+    question_focus,
+    question_parts,
+)
 from agent.edges import after_reflect
 from agent.nodes.common import step
 from agent.prompt_source import PromptSource
@@ -224,10 +231,13 @@ async def reflect_answer(
     answers = not _REFUSAL.search(answer) and cosine(q_vec, a_vec) >= ANSWERS_SIMILARITY
     parts = question_parts(state["query"], state.get("plan"))
     supported = [without_citations(s["sentence"]) for s in sentences if s["supported"]]
+    missing = [p for p in parts if not addressed(p, supported)]
+    if not parts and (stopped := await _stops_short(state["query"], supported, vectors)):
+        parts = missing = [stopped]
     part_verdicts: list[PartVerdict] = [
-        {"part": p.text, "covered": addressed(p, supported)} for p in parts
+        {"part": p.text, "covered": p not in missing, "kind": p.kind} for p in parts
     ]
-    answers = answers and all(p["covered"] for p in part_verdicts)
+    answers = answers and not missing
     method: Literal["similarity", "llm"] = "similarity"
     if ctx.effort == "high" and not exhausted(state, ctx, llm_calls=1):
         verdict_llm, entry = await _llm_judge(state, answer, evidence, ctx, models, prompts, usage)
@@ -261,7 +271,6 @@ async def reflect_answer(
         flags = [flag(turn, p, f"after {attempts} attempt(s)") for p in problems]
         if budget and attempts < MAX_ATTEMPTS:
             flags.append(flag(turn, "incomplete", f"{budget} reached in reflect_answer"))
-        missing = [p for p in parts if not addressed(p, supported)]
         honest, notes = honest_answer(answer, sentences, missing, evidence, state["question"])
         if honest != answer:
             verdict["revised"] = True
@@ -270,6 +279,19 @@ async def reflect_answer(
         flags += [flag(turn, name, reason) for name, reason in notes]
         update["flags"] = [*update.get("flags", []), *flags]
     return _route(_finish(state, update, verdict, started, action))
+
+
+async def _stops_short(question: str, supported: list[str], vectors: Vectors) -> Part | None:
+    """The question as a part left unanswered when the answer stops at what the question goes
+    through (`agent.coverage.misses_focus`) and no sentence is close in meaning to what it
+    asks of it. The focus is encoded only then; the sentences come from the cache."""
+    focus = question_focus(question)
+    if focus is None or not misses_focus(question, focus, supported):
+        return None
+    focus_vec, *sentence_vecs = await vectors.embed([focus.text, *supported])
+    if max(cosine_matrix([focus_vec], sentence_vecs)[0]) >= FOCUS_SIMILARITY:
+        return None
+    return Part(text=question.strip(), kind="focus", words=focus.words)
 
 
 def _recite(answer: str, sentences: list[SentenceVerdict]) -> tuple[str, int]:
@@ -352,7 +374,8 @@ def _missing_sentence(part: Part) -> str:
     documents and only the answer missed it."""
     if part.kind == "item":
         return f"No supported answer was found about {part.text}."
-    return f"No supported answer was found to: {part.text}."
+    end = "" if part.text.endswith(("?", ".", "!")) else "."
+    return f"No supported answer was found to: {part.text}{end}"
 
 
 def _route(update: dict[str, Any]) -> Command[Literal["generate_answer", "__end__"]]:

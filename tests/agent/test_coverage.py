@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.coverage import addressed, question_parts
+from agent.coverage import addressed, misses_focus, question_focus, question_parts
 from agent.state import Plan
 
 TWO_QUESTIONS = "Which planet has the hottest surface, and what is the nearest star to the Sun?"
@@ -76,3 +76,52 @@ def test_items_are_named_things_asked_about_together() -> None:
     assert dime.words == ("dime",)  # "magazine" is the question's word, not the item's
     assert addressed(gallery, ["Gallery is a men's magazine."])
     assert not addressed(dime, ["Gallery is a men's magazine."])
+
+
+def test_comparatives_and_articles_between_items_still_make_items() -> None:
+    def items(question: str) -> list[str]:
+        return [p.text for p in question_parts(question)]
+
+    assert items("Which tower is taller, 712 Fifth Avenue or the Woolworth Building?") == [
+        "712 Fifth Avenue",
+        "Woolworth Building",
+    ]
+    assert items("Which battle occurred first, the Battle of Manila or the Battle of Guam?") == [
+        "Battle of Manila",
+        "Battle of Guam",
+    ]
+    assert items("Which game was published most recently, Pirate's Cove or Catan?") == [
+        "Pirate's Cove",
+        "Catan",
+    ]
+    assert items("Which genus has more species, Bactris and Epigaea?") == ["Bactris", "Epigaea"]
+    assert items("José Saramago and Ivo Andrić were recipients of what award?") == [
+        "José Saramago",
+        "Ivo Andrić",
+    ]
+    assert items("Which writer was from England, Henry Roth or Robert Childers?") == []
+
+
+BRIDGE = "Who was the first president of the association which published the Journal of Therapy?"
+
+
+def test_the_focus_is_what_a_question_asks_of_the_thing_it_goes_through() -> None:
+    focus = question_focus(BRIDGE)
+    assert focus is not None and focus.words == ("first", "presi")
+    # answer-type nouns and named things are not the focus; the first piece that has words is
+    focus = question_focus("What is the name of the waterfall in the country of the Bubye River?")
+    assert focus is not None and focus.words == ("water",)
+    assert question_focus("Which country is Paris in?") is None
+
+
+def test_an_answer_that_stops_at_the_bridge_misses_the_focus() -> None:
+    focus = question_focus(BRIDGE)
+    assert focus is not None
+    stopped = ["The Journal of Therapy is published by the Psychological Association."]
+    assert misses_focus(BRIDGE, focus, stopped)
+    whole = [*stopped, "Stanley Hall was its first president."]
+    assert not misses_focus(BRIDGE, focus, whole)
+    # a sentence about what the bridge leads to, not the question's named things: moved on
+    moved_on = [*stopped, "Stanley Hall led the association from 1892."]
+    assert not misses_focus(BRIDGE, focus, moved_on)
+    assert not misses_focus(BRIDGE, focus, [])

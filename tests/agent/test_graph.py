@@ -175,6 +175,35 @@ async def test_a_part_left_unanswered_is_said_to_be_missing(make_services: Any) 
     )
 
 
+BRIDGE = "How many light-years from the Sun is the red dwarf that belongs to Alpha Centauri?"
+
+
+async def test_an_answer_that_stops_at_the_bridge_does_not_answer(make_services: Any) -> None:
+    """The answer names the thing the question goes through and never says what it asks."""
+    stopped = "Proxima Centauri is a red dwarf that belongs to the Alpha Centauri system [1]."
+    generator = scripted(stopped, stopped)
+    services = make_services(default=generator)
+    result = await run_turn(services, BRIDGE, AgentContext(effort="low"))
+    assert result["verdict"]["grounded"]
+    assert not result["verdict"]["answers_question"]
+    assert result["verdict"]["parts"] == [{"part": BRIDGE, "covered": False, "kind": "focus"}]
+    assert "stops at what the question goes through" in str(generator.seen[1][0].content)
+    assert "partial" in flags(result)
+    assert result["answer"].endswith(f"No supported answer was found to: {BRIDGE}")
+
+
+async def test_an_answer_that_goes_on_to_what_is_asked_is_accepted(make_services: Any) -> None:
+    whole = (
+        "Proxima Centauri, the red dwarf that belongs to the Alpha Centauri system, is about "
+        "4.24 light-years away [1]."
+    )
+    services = make_services(default=scripted(whole))
+    result = await run_turn(services, BRIDGE, AgentContext(effort="low"))
+    assert result["verdict"]["action"] == "accept"
+    assert result["verdict"]["answers_question"]
+    assert "parts" not in result["verdict"]
+
+
 @pytest.mark.parametrize(
     ("ctx", "budget"),
     [
