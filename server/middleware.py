@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.errors import ConfigError
@@ -28,11 +30,23 @@ class BodyLimit:
     The limits are the running app's settings; before its lifespan has started, those given to
     `create_app`, else the defaults."""
 
-    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        fixed: int | None = None,
+        reply: Callable[[int], Response] | None = None,
+    ) -> None:
+        """`fixed`: one limit for every body instead of the settings' (the model server);
+        `reply`: the response to a body over `limit`, in the app's error shape."""
         self.app = app
         self.settings = settings
+        self.fixed = fixed
+        self.reply = reply or _too_large
 
     def limits(self, scope: Scope) -> tuple[int, int]:
+        if self.fixed is not None:
+            return self.fixed, self.fixed
         owner = scope.get("app")
         state: AppState | None = getattr(getattr(owner, "state", None), "agentrag", None)
         cfg = state.settings if state else self.settings
@@ -51,42 +65,46 @@ class BodyLimit:
         limit = upload_limit if multipart else json_limit
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(limit, scope, receive, send)
+            await self.reply(limit)(scope, receive, send)
             return
         seen = 0
         started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            # Over the limit: the 413 goes out here, and the app is told the client left, so
+            # whatever it makes of that (a body-parsing 400) is never sent.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge
+                if seen > limit and not started:
+                    refused = True
+                    await self.reply(limit)(scope, _no_body, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _too_large(limit, scope, receive, send)
+        await self.app(scope, counting_receive, tracking_send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
-async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(
+def _too_large(limit: int) -> Response:
+    return error_response(
         413, "request_too_large", f"The request body is larger than {limit} bytes."
     )
-    await response(scope, receive, send)
 
 
 def add_cors(app: FastAPI, settings: Settings | None) -> None:

@@ -132,6 +132,15 @@ def test_bad_requests_get_a_clear_json_error(
     assert error["code"] == code and error["message"]
 
 
+def test_a_chunked_body_over_the_limit_is_413_not_a_parse_error(client: TestClient) -> None:
+    """No Content-Length: the limit is found while the body streams in."""
+    body = ('{"message": "' + "x" * 1_100_000 + '"}').encode()
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    resp = client.post("/v1/chat", content=chunks, headers={"content-type": "application/json"})
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "request_too_large"
+
+
 def test_whitespace_message_names_the_problem(client: TestClient) -> None:
     resp = client.post("/v1/chat", json={"message": "  "})
     assert "message is empty" in resp.json()["error"]["message"]
