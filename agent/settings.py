@@ -193,6 +193,10 @@ class Settings(BaseSettings):
     )
     reranker_url: str | None = Field(default=None, description="Base URL of a rerank service.")
     reranker_api_key: SecretStr | None = Field(default=None, description="Rerank API key.")
+    models_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key `agentrag serve-models` requires (`Authorization: Bearer`); unset: open.",
+    )
 
     # -- language models ----------------------------------------------------------------------
     llm_base_url: str | None = Field(

@@ -70,7 +70,7 @@ class OnnxEncoder:
         return np.asarray(vector, dtype=np.float32)
 
 
-def _pooling(model: Any) -> tuple[str, bool] | None:
+def pooling_of(model: Any) -> tuple[str, bool] | None:
     """(`mean` | `cls`, normalised) when the model is Transformer, Pooling[, Normalize] with a
     pooling this module reproduces; None otherwise."""
     kinds = [type(m).__name__ for m in model]
@@ -177,14 +177,28 @@ def load_onnx_encoder(
     (torch stays in use) when ONNX Runtime is missing, the model is not a plain local
     sentence-transformers model, or the export fails. The reason is logged, never raised: torch
     gives the same vectors, slower."""
+    session = onnx_session(model, model_path, cache_dir, threads, int8)
+    pooling = pooling_of(model)
+    if session is None or pooling is None:
+        return None
+    module = model[0]
+    tokenize = getattr(module, "preprocess", None) or module.tokenize
+    return OnnxEncoder(session, tokenize, *pooling)
+
+
+def onnx_session(
+    model: Any, model_path: str, cache_dir: Path, threads: int = 1, int8: bool = False
+) -> Any | None:
+    """An ONNX Runtime session of the model's transformer (inputs padded or not, output the
+    last hidden state), exported on first use and cached; None, with the reason logged, when
+    it cannot be had."""
     try:
         import onnxruntime as ort  # type: ignore[import-untyped]
     except ImportError:
         logger.info("onnxruntime is not installed: short encodes run on torch")
         return None
     path = Path(model_path)
-    pooling = _pooling(model)
-    if not path.is_dir() or pooling is None:
+    if not path.is_dir() or pooling_of(model) is None:
         logger.info("%s is not a plain local model: short encodes run on torch", model_path)
         return None
     exported = cache_dir / "onnx" / f"{path.name}-{_fingerprint(path)}.onnx"
@@ -199,11 +213,8 @@ def load_onnx_encoder(
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # an export or a cached file that fails must not stop encoding
         logger.warning("ONNX encoder unavailable (%s): short encodes run on torch", exc)
         target.unlink(missing_ok=True)
         return None
-    module = model[0]
-    tokenize = getattr(module, "preprocess", None) or module.tokenize
-    return OnnxEncoder(session, tokenize, *pooling)

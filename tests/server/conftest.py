@@ -132,7 +132,8 @@ def sse_events(lines: Iterator[str]) -> list[dict[str, Any]]:
 class LiveServer:
     """The app under a real uvicorn on a loopback port, in a thread."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, health: str = "/healthz") -> None:
+        self.health = health
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
@@ -145,7 +146,7 @@ class LiveServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.health, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
