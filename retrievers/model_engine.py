@@ -106,8 +106,11 @@ class Runner(Protocol):
     def finish(self, handle: Any) -> np.ndarray: ...
 
 
-class _TorchEmbedRunner:
-    def __init__(self, network: Any, device: str, pooling: str) -> None:
+class _TorchRunner:
+    """A transformers model on torch; `embed` pools its last hidden state, else its first
+    logit is the score."""
+
+    def __init__(self, network: Any, device: str, pooling: str | None) -> None:
         import torch
 
         self._torch = torch
@@ -118,39 +121,20 @@ class _TorchEmbedRunner:
     def start(self, batch: Batch) -> Any:
         torch = self._torch
         with torch.inference_mode():
-            ids = torch.from_numpy(batch.ids).to(self._device, non_blocking=True)
-            mask = torch.from_numpy(batch.mask).to(self._device, non_blocking=True)
-            types = torch.from_numpy(batch.types).to(self._device, non_blocking=True)
-            hidden = self._network(
-                input_ids=ids, attention_mask=mask, token_type_ids=types
-            ).last_hidden_state
+            ids, mask, types = (
+                torch.from_numpy(a).to(self._device, non_blocking=True)
+                for a in (batch.ids, batch.mask, batch.types)
+            )
+            out = self._network(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            if self._pooling is None:
+                return _to_host(torch, out.logits[:, 0].float(), self._device)
+            hidden = out.last_hidden_state
             if self._pooling == "cls":
                 pooled = hidden[:, 0]
             else:
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
             return _to_host(torch, pooled.float(), self._device)
-
-    def finish(self, handle: Any) -> np.ndarray:
-        return _from_host(handle)
-
-
-class _TorchScoreRunner:
-    def __init__(self, network: Any, device: str) -> None:
-        import torch
-
-        self._torch = torch
-        self._network = network
-        self._device = device
-
-    def start(self, batch: Batch) -> Any:
-        torch = self._torch
-        with torch.inference_mode():
-            ids = torch.from_numpy(batch.ids).to(self._device, non_blocking=True)
-            mask = torch.from_numpy(batch.mask).to(self._device, non_blocking=True)
-            types = torch.from_numpy(batch.types).to(self._device, non_blocking=True)
-            logits = self._network(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-            return _to_host(torch, logits[:, 0].float(), self._device)
 
     def finish(self, handle: Any) -> np.ndarray:
         return _from_host(handle)
@@ -665,7 +649,7 @@ def _embed_runner(
     if runner is None:
         transformer: Any = st[0].auto_model
         network = transformer.to(device=device, dtype=torch_dtype).eval()
-        runner = _TorchEmbedRunner(network, device, pooling)
+        runner = _TorchRunner(network, device, pooling)
     info = ModelInfo("embed", model, path, device, dtype, backend, length, dimension, pooling)
     return runner, info
 
@@ -694,7 +678,7 @@ def _score_runner(
     positions = int(getattr(network.config, "max_position_embeddings", 512) or 512)
     length = min(max_input_length or 512, positions)
     info = ModelInfo("rerank", model, path, device, dtype, "torch", length, None, None)
-    return _TorchScoreRunner(network, device), info
+    return _TorchRunner(network, device, None), info
 
 
 def sigmoid(scores: np.ndarray) -> np.ndarray:
