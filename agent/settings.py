@@ -285,6 +285,12 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(
         default=8_000, ge=1, description="Longest chat message the server accepts."
     )
+    max_history_messages: int = Field(
+        default=40,
+        ge=0,
+        description="Earlier messages an OpenAI-style request may carry (each also limited to "
+        "max_message_chars).",
+    )
     max_request_bytes: int = Field(
         default=1_000_000, ge=1_000, description="Largest JSON request body the server accepts."
     )

@@ -106,11 +106,8 @@ class RunManager:
         self._busy_threads: dict[str, str] = {}
         """Threads with a run in progress, and their tenant."""
 
-    def thread_busy(self, thread_id: str) -> bool:
-        return thread_id in self._busy_threads
-
-    def thread_starting(self, thread_id: str, tenant: str) -> bool:
-        """A new thread whose run may not have recorded it yet (a client may ask at once)."""
+    def thread_busy(self, thread_id: str, tenant: str) -> bool:
+        """Only the thread's own tenant learns it is busy; to another it does not exist."""
         return self._busy_threads.get(thread_id) == tenant
 
     def get(self, run_id: str, tenant: str) -> Run | None:

@@ -6,14 +6,46 @@ server sends plain dicts built by the agent and checked against these shapes in 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.context import Effort
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-class ChatRequest(BaseModel):
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first text in `value` (nested lists and dicts too) that holds a lone surrogate: JSON
+    can carry one ("\\ud800"), but it is not a character and nothing downstream (SQLite,
+    PostgreSQL, the tokenizer, a trace) can store or encode it."""
+    if isinstance(value, str):
+        return value if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        for item in value:
+            if (found := lone_surrogate(item)) is not None:
+                return found
+    return None
+
+
+class RequestModel(BaseModel):
+    """A request body: every text in it must be valid Unicode (422, not a 500 further on)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if lone_surrogate(data) is not None:
+            raise ValueError(
+                "the request holds a lone UTF-16 surrogate (such as \\ud800), which is not a "
+                "character; send valid Unicode"
+            )
+        return data
+
+
+class ChatRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(description="The user's message. Must contain text.")
@@ -21,7 +53,9 @@ class ChatRequest(BaseModel):
         default=None, description="Continue this thread; omitted: a new thread is created."
     )
     collections: list[str] | None = Field(
-        default=None, description="Collections to search (default: all the caller may use)."
+        default=None,
+        min_length=1,
+        description="Collections to search (default: all the caller may use); not empty.",
     )
     effort: Effort | None = Field(default=None, description="low | medium | high (default medium).")
     stream: bool = Field(default=True, description="Server-Sent Events (true) or one JSON reply.")
@@ -43,7 +77,7 @@ class ChatRequest(BaseModel):
         return value
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     trace_id: str | None = Field(
@@ -261,7 +295,7 @@ class ThreadList(BaseModel):
     threads: list[ThreadModel]
 
 
-class CreateThreadRequest(BaseModel):
+class CreateThreadRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(default="", max_length=200)

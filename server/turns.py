@@ -43,7 +43,7 @@ async def begin_turn(
     if thread_id is not None:
         if await state.persistence.threads.get(thread_id, caller.tenant) is None:
             raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")
-        if state.runs.thread_busy(thread_id):
+        if state.runs.thread_busy(thread_id, caller.tenant):
             raise ApiError(
                 409,
                 "thread_busy",

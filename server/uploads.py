@@ -36,16 +36,22 @@ def ingest_uploads(
             filename = Path(upload.filename or "").name
             if not filename or filename in unsupported:
                 continue
-            path = Path(tmp) / f"{len(paths)}-{filename}"
+            # a folder per file keeps its own name (and so the title a loader takes from it),
+            # cut to what a file system takes; the report and ids use the full name
+            folder = Path(tmp) / str(len(paths))
+            folder.mkdir()
+            path = folder / _fitting(filename)
             with path.open("wb") as out:
                 while chunk := upload.file.read(1 << 20):
                     out.write(chunk)
             paths.append(path)
             names[str(path.resolve())] = filename
         documents, skipped = load_paths(paths)
+        stems = {Path(tmp_path).stem: Path(name).stem for tmp_path, name in names.items()}
         renamed = [
             replace(
                 doc,
+                title=stems.get(doc.title, doc.title),
                 doc_id=_renamed(doc.doc_id, names, UPLOAD_PREFIX),
                 source=_renamed(doc.source, names, UPLOAD_PREFIX),
             )
@@ -67,6 +73,21 @@ def ingest_uploads(
         unchanged=report.documents_unchanged,
         skipped=reasons,
     )
+
+
+MAX_NAME_BYTES = 200
+"""File systems take names of up to 255 bytes; uploads may be named anything."""
+
+
+def _fitting(filename: str) -> str:
+    """`filename` cut to `MAX_NAME_BYTES` (UTF-8), its extension kept: loaders go by it."""
+    if len(filename.encode()) <= MAX_NAME_BYTES:
+        return filename
+    suffix = Path(filename).suffix
+    suffix = suffix if len(suffix.encode()) <= 16 else ""
+    stem = filename[: len(filename) - len(suffix)] if suffix else filename
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    return stem.encode()[:room].decode(errors="ignore") + suffix
 
 
 def _renamed(value: str, names: dict[str, str], prefix: str = "") -> str:

@@ -63,7 +63,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(schemas.RequestModel):
     """OpenAI's request; sampling fields (temperature, ...) are accepted and ignored: the agent
     chooses its own."""
 
@@ -75,7 +75,7 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     thread_id: str | None = Field(default=None, description="agentrag extension: keep a thread.")
     collections: list[str] | None = Field(
-        default=None, description="agentrag extension: collections to search."
+        default=None, min_length=1, description="agentrag extension: collections to search."
     )
     user: str | None = Field(
         default=None, max_length=200, description="End user, recorded as the trace's user."
@@ -116,6 +116,9 @@ async def chat_completions(
     question = last.text()
     if last.role != "user" or not question.strip():
         raise ApiError(422, "invalid_request", "The last message must be a user message with text.")
+    _check_sizes(
+        body.messages, state.settings.max_message_chars, state.settings.max_history_messages
+    )
     history: list[Any] = []
     if body.thread_id is None:
         history = [
@@ -168,6 +171,24 @@ async def chat_completions(
         },
         headers=headers,
     )
+
+
+def _check_sizes(messages: list[CompletionMessage], max_chars: int, max_earlier: int) -> None:
+    """Every message, of any role, is held to the chat message limit, and there are at most
+    `max_earlier` before the last: earlier messages are stored with the thread too."""
+    if len(messages) - 1 > max_earlier:
+        raise ApiError(
+            413,
+            "too_many_messages",
+            f"The request has {len(messages) - 1} earlier messages; the limit is {max_earlier}.",
+        )
+    for i, message in enumerate(messages):
+        if len(text := message.text()) > max_chars:
+            raise ApiError(
+                413,
+                "message_too_long",
+                f"messages[{i}] has {len(text)} characters; the limit is {max_chars}.",
+            )
 
 
 def _usage(done: Event) -> dict[str, int]:

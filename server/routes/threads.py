@@ -38,7 +38,8 @@ async def list_threads(state: State, caller: Caller, limit: int = 100) -> schema
 @router.get("/v1/threads/{thread_id}", response_model=schemas.ThreadHistory, responses=NOT_FOUND)
 async def get_thread(thread_id: str, state: State, caller: Caller) -> schemas.ThreadHistory:
     record = await state.persistence.threads.get(thread_id, caller.tenant)
-    if record is None and state.runs.thread_starting(thread_id, caller.tenant):
+    # a new thread whose run may not have recorded it yet (a client may ask at once)
+    if record is None and state.runs.thread_busy(thread_id, caller.tenant):
         now = time.time()
         record = {"thread_id": thread_id, "title": "", "created_at": now, "updated_at": now}
     if record is None:
@@ -61,7 +62,7 @@ async def get_thread(thread_id: str, state: State, caller: Caller) -> schemas.Th
 
 @router.delete("/v1/threads/{thread_id}", status_code=204, responses=NOT_FOUND)
 async def delete_thread(thread_id: str, state: State, caller: Caller) -> Response:
-    if state.runs.thread_busy(thread_id):
+    if state.runs.thread_busy(thread_id, caller.tenant):
         raise ApiError(409, "thread_busy", f"Thread {thread_id!r} has a run in progress.")
     if not await state.persistence.threads.delete(thread_id, caller.tenant):
         raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")

@@ -164,3 +164,22 @@ def test_bad_uploads(services: Services) -> None:
         assert bad_name.status_code == 422
         no_files = client.post(url)
         assert no_files.status_code == 422
+
+
+def test_an_upload_may_have_a_name_of_any_length(keyed_client: TestClient) -> None:
+    """The file system takes 255 bytes; the name is the document's, whatever its length."""
+    name = "Ünïcode notes " + "a very long title " * 20 + ".txt"  # 376 characters
+    files = {"files": (name, b"Kepler-452b takes 385 days to go around its star.", "text/plain")}
+    reply = keyed_client.post(
+        "/v1/collections/longnames/documents", files=files, headers=auth("ar-alpha-key")
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["files"] == [name] and reply.json()["chunks_added"] == 1
+    assert "/tmp" not in reply.text
+    done = keyed_client.post(
+        "/v1/chat",
+        json={"message": "Kepler-452b year", "collections": ["longnames"], "stream": False},
+        headers=auth("ar-alpha-key"),
+    ).json()
+    assert done["citations"][0]["doc_id"] == f"upload:{name}"
+    assert done["citations"][0]["title"] == name.removesuffix(".txt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +122,9 @@ def test_thread_lifecycle(client: TestClient) -> None:
         ('{"message": "hi", "thread_id": "nope"}', 404, "thread_not_found"),
         ('{"message": "' + "x" * 9000 + '"}', 413, "message_too_long"),
         ('{"message": "' + "x" * 1_100_000 + '"}', 413, "request_too_large"),
+        ('{"message": "hi \\ud800 there"}', 422, "invalid_request"),
+        ('{"message": "hi", "thread_id": "\\udfff"}', 422, "invalid_request"),
+        ('{"message": "hi", "collections": []}', 422, "invalid_request"),
     ],
 )
 def test_bad_requests_get_a_clear_json_error(
@@ -139,6 +143,43 @@ def test_a_chunked_body_over_the_limit_is_413_not_a_parse_error(client: TestClie
     resp = client.post("/v1/chat", content=chunks, headers={"content-type": "application/json"})
     assert resp.status_code == 413, resp.text
     assert resp.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_valid_surrogate_pair_is_a_character_not_an_error(client: TestClient) -> None:
+    body = '{"message": "Which planet is hottest? \\ud83d\\ude80", "stream": false}'
+    resp = client.post("/v1/chat", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    ("messages", "code"),
+    [
+        ([{"role": "user", "content": "a\udc00b"}], "invalid_request"),
+        (
+            [{"role": "system", "content": "x" * 9000}, {"role": "user", "content": "hi"}],
+            "message_too_long",
+        ),
+        (
+            [{"role": "user", "content": "earlier"}] * 41 + [{"role": "user", "content": "hi"}],
+            "too_many_messages",
+        ),
+        ([{"role": "user", "content": "hi"}], None),
+    ],
+)
+def test_openai_messages_of_every_role_are_checked(
+    client: TestClient, messages: list[dict[str, str]], code: str | None
+) -> None:
+    body = {"model": "agentrag", "messages": messages, "collections": ["astronomy"]}
+    # ensure_ascii: a lone surrogate travels as the escape "\udc00", as JSON allows
+    content = json.dumps(body).encode()
+    resp = client.post(
+        "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
+    if code is None:
+        assert resp.status_code == 200, resp.text
+        return
+    assert resp.status_code in (413, 422), resp.text
+    assert resp.json()["error"]["code"] == code
 
 
 def test_whitespace_message_names_the_problem(client: TestClient) -> None:

@@ -14,6 +14,7 @@ from agent.services import Services
 from server.app import create_app
 from tests.server.conftest import (
     ANSWER,
+    KEYS,
     QUESTION_HOT,
     LiveServer,
     LoopingChatModel,
@@ -111,18 +112,34 @@ def test_client_disconnect_stops_the_run(
     assert resp.status_code == 200
 
 
-def test_busy_thread_is_409(held_server: LiveServer) -> None:
+def test_busy_thread_is_409_to_its_tenant_and_unknown_to_others(
+    make_services: Callable[..., Services], held_model: LoopingChatModel
+) -> None:
+    services = make_services(supports_tools=False, default=held_model)
+    settings = services.settings.model_copy(update={"api_keys": list(KEYS.values())})
+    owner = {"Authorization": "Bearer ar-public-key"}
+    other = {"Authorization": "Bearer ar-alpha-key"}
     with (
-        httpx.Client(base_url=held_server.url, timeout=30) as client,
-        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as resp,
+        LiveServer(create_app(settings, services)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}, headers=owner) as resp,
     ):
         lines = resp.iter_lines()  # held open: dropping the iterator closes the connection
         first = next(line for line in lines if line.startswith("data:"))
         thread = json.loads(first[5:])["thread_id"]
         next(line for line in lines if line.startswith("event: token"))  # held mid-answer
-        busy = client.post("/v1/chat", json={"message": "more", "thread_id": thread})
+        more = {"message": "more", "thread_id": thread}
+        busy = client.post("/v1/chat", json=more, headers=owner)
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
-        client.post(f"/v1/runs/{json.loads(first[5:])['run_id']}/cancel")
+        # another tenant cannot tell the thread exists, busy or not
+        for reply in (
+            client.post("/v1/chat", json=more, headers=other),
+            client.delete(f"/v1/threads/{thread}", headers=other),
+            client.get(f"/v1/threads/{thread}", headers=other),
+        ):
+            assert reply.status_code == 404, reply.text
+            assert reply.json()["error"]["code"] == "thread_not_found"
+        client.post(f"/v1/runs/{json.loads(first[5:])['run_id']}/cancel", headers=owner)
 
 
 def test_openai_client_non_streaming(live: LiveServer) -> None:
