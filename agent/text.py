@@ -11,6 +11,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from agent.injection import fenced
 from agent.state import Citation, Evidence
 
 NO_EVIDENCE = "I could not find anything about this in the documents I can search."
@@ -86,11 +87,12 @@ def _text_part(part: object) -> str:
 
 def format_evidence(evidence: list[Evidence]) -> str:
     """Numbered evidence blocks as the answer writer and the judges see them: `[n]` then where
-    the chunk sits (title > headings), then its text."""
+    the chunk sits (title > headings), then its text, fenced (`agent.injection`): no document
+    text can close the evidence block or pass for another block's header."""
     blocks = []
     for n, e in enumerate(evidence, 1):
         where = " > ".join(p for p in (e["title"], *e["heading_path"]) if p)
-        blocks.append(f"[{n}] {where}\n{e['text'].strip()}")
+        blocks.append(f"[{n}] {fenced(where).replace(chr(10), ' ')}\n{fenced(e['text'].strip())}")
     return "\n\n".join(blocks)
 
 

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from agent.budget import exhausted, flag, incomplete
 from agent.chat_models import ChatModels
 from agent.context import AgentContext
+from agent.injection import instruction_like
 from agent.nodes.common import step
 from agent.prompt_source import PromptSource
 from agent.state import AgentState, Evidence
@@ -105,6 +106,17 @@ async def attach_citations(answer: str, evidence: list[Evidence], vectors: Vecto
     return " ".join(out)
 
 
+def _instructions_flags(turn: str, evidence: list[Evidence]) -> list[dict[str, str]]:
+    """`instructions_in_evidence` naming each block whose text tries to instruct the model, so
+    a person reviewing the turn sees it (the fence keeps it data either way)."""
+    found = [
+        f"[{n}] {e['title']}: {', '.join(kinds)}"
+        for n, e in enumerate(evidence, 1)
+        if (kinds := instruction_like(e["text"]))
+    ]
+    return [flag(turn, "instructions_in_evidence", "; ".join(found))] if found else []
+
+
 async def generate_answer(
     state: AgentState,
     runtime: Runtime[AgentContext],
@@ -155,6 +167,7 @@ async def generate_answer(
         else:
             template = prompts.get("generate")
             system = template.format(evidence=format_evidence(evidence))
+            flags += _instructions_flags(turn, evidence)
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["question"])]
     model = (await models.aget("generator", ctx)).bind(max_tokens=ctx.answer_max_tokens)
     full: AIMessageChunk | None = None

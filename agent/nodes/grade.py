@@ -22,6 +22,7 @@ from agent.chat_models import ChatModels
 from agent.context import AgentContext
 from agent.edges import after_grade
 from agent.errors import AgentragError
+from agent.injection import fenced
 from agent.nodes.common import step
 from agent.prompt_source import PromptSource
 from agent.state import Evidence, Grade, ResearchState
@@ -160,7 +161,7 @@ async def _judge(
     usage: UsageMeter,
 ) -> tuple[list[Evidence], Any]:
     listing = "\n\n".join(
-        f"[{i + 1}] {c['title']}: {c['text'][:600]}" for i, c in enumerate(chunks)
+        f"[{i + 1}] {fenced(c['title'])}: {fenced(c['text'][:600])}" for i, c in enumerate(chunks)
     )
     template = prompts.get("judge")
     prompt = template.format(question=query, passage=listing)

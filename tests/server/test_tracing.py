@@ -19,6 +19,7 @@ from agent.services import Services
 from agent.settings import Settings
 from agent.tracing import TURN_NAME, package_version
 from eval.langfuse_recorder import LangfuseRecorder, RecordedSpan
+from prompts.loader import load_prompt
 from server.app import create_app
 from tests.conftest import traced_settings
 from tests.server.conftest import (
@@ -135,7 +136,7 @@ def test_a_streamed_turn_is_one_trace_with_each_decision_under_it(
     assert generation.usage_details["input"] > 100  # the evidence, counted by the tokenizer
     assert generation.usage_details["output"] > 0
     assert generation.metadata["prompt_name"] == "generate"
-    assert generation.metadata["prompt_version"] == 1
+    assert generation.metadata["prompt_version"] == load_prompt("generate").version == 2
     assert generation.metadata["usage_source"]
     assert "langfuse.observation.completion_start_time" in generation.attributes
     assert QUESTION_HOT in str(generation.input)
