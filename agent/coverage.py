@@ -62,6 +62,8 @@ _JOINT = re.compile(
 )
 """What makes "A and B" two things asked about together: "Are A and B both ...?", "What
 nationality were A and B?", "Where are A and B located?"."""
+_CLOSING_PAIR = re.compile(r",\s*(?:the\s+)?\S+(?:\s+\S+){0,8}$")
+"""The text before a pair's second item ends with ", A and": the pair was put after a comma."""
 _BOTH_SUBJECTS = re.compile(r"\s+(?:are|were|have|both|each|share|shared)\b", re.IGNORECASE)
 """After "A and B": the two are the subject of one question ("A and B were recipients of
 what award?")."""
@@ -177,7 +179,15 @@ def _items(question: str) -> list[str]:
         if _OR_GAP.fullmatch(gap) and compares:
             return [first, second]
         joint = _JOINT.search(question) or _BOTH_SUBJECTS.match(question[after:])
-        if _AND_GAP.fullmatch(gap) and (joint or compares):
+        # "Which genus has more species, A and B?": compared when the pair closes the question
+        # after a comma, not when named along the way ("the youngest ... stars with A and B in
+        # what film?")
+        closing = (
+            compares
+            and _CLOSING_PAIR.search(question[:start].rstrip())
+            and not question[after:].strip(" ?")
+        )
+        if _AND_GAP.fullmatch(gap) and (joint or closing):
             return [first, second]
     return []
 
