@@ -264,6 +264,12 @@ class Settings(BaseSettings):
     )
     default_collection: str = Field(default="docs", description="Collection used when none given.")
     default_tenant: str = Field(default="public", description="Tenant for ingest and search.")
+    shared_collections: list[str] = Field(
+        default_factory=list,
+        description="Collections every tenant may search: the default tenant's documents in "
+        "them (those `agentrag ingest` writes) are readable by all; each tenant still writes "
+        "and describes only its own.",
+    )
     collections: dict[str, CollectionSettings] = Field(
         default_factory=dict, description="Collections declared ahead of ingest, with descriptions."
     )

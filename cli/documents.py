@@ -142,8 +142,9 @@ def collections(as_json: JsonOpt = False) -> None:
             infos = store.list_collections()
         finally:
             store.close()
+    tenant = settings.default_tenant
     if as_json:
-        console.print_json(json.dumps([_info(info) for info in infos]))
+        console.print_json(json.dumps([_info(info, tenant) for info in infos]))
         return
     if not infos:
         console.print(
@@ -155,16 +156,23 @@ def collections(as_json: JsonOpt = False) -> None:
         table.add_column(col)
     for info in infos:
         table.add_row(
-            info.name, str(info.points), info.description, info.embedding_model, info.created_at
+            info.name,
+            str(info.points),
+            info.description_for(tenant, tenant),
+            info.embedding_model,
+            info.created_at,
         )
     console.print(table)
 
 
-def _info(info: Any) -> dict[str, Any]:
+def _info(info: Any, tenant: str) -> dict[str, Any]:
+    """Descriptions as the CLI's tenant (AGENTRAG_DEFAULT_TENANT) wrote them; `descriptions`
+    has every tenant's."""
     return {
         "name": info.name,
         "points": info.points,
-        "description": info.description,
+        "description": info.description_for(tenant, tenant),
+        "descriptions": dict(info.descriptions),
         "dense_dim": info.dense_dim,
         "embedding_model": info.embedding_model,
         "created_at": info.created_at,

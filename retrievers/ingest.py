@@ -143,11 +143,13 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport(collection=collection, tenant=tenant)
         spec = CollectionSpec(
-            dense_dim=self.embeddings.dimension,
-            description=description or "",
-            embedding_model=self.embeddings.model_name,
+            dense_dim=self.embeddings.dimension, embedding_model=self.embeddings.model_name
         )
-        self.store.ensure_collection(collection, spec)
+        info = self.store.ensure_collection(collection, spec)
+        # each tenant describes a collection for itself: one tenant's words never steer another's
+        # routing
+        if description and info.descriptions.get(tenant) != description:
+            self.store.set_description(collection, description, tenant=tenant)
 
         planned = self._plan(documents, tenant, report)
         all_ids = [pid for plan in planned for pid in plan.ids]

@@ -33,6 +33,8 @@ from retrievers.store import (
     StoredPoint,
     VectorStore,
     collection_metadata,
+    described_by_tenant,
+    with_description,
 )
 
 logger = logging.getLogger("agentrag.store")
@@ -138,8 +140,8 @@ class EmbeddedQdrantStore(VectorStore):
             return shard
 
     # -- collections ---------------------------------------------------------------------------
-    def list_collections(self) -> list[CollectionInfo]:
-        return [self.get_collection(name) for name in self._names()]
+    def collection_names(self) -> list[str]:
+        return self._names()
 
     def has_collection(self, name: str) -> bool:
         return (self._dir(name) / _META_FILE).is_file()
@@ -174,22 +176,21 @@ class EmbeddedQdrantStore(VectorStore):
             self._shards[name] = shard
             self._write_meta(name, collection_metadata(spec))
 
-    def get_collection(self, name: str) -> CollectionInfo:
+    def get_collection(self, name: str, count: bool = True) -> CollectionInfo:
         meta = self._meta(name)
         return CollectionInfo(
             name=name,
-            points=self.count(name),
+            points=self.count(name) if count else 0,
             description=str(meta.get("description", "")),
+            descriptions=described_by_tenant(meta),
             dense_dim=int(meta["dense_dim"]),
             embedding_model=str(meta.get("embedding_model", "")),
             created_at=str(meta.get("created_at", "")),
         )
 
-    def set_description(self, name: str, description: str) -> None:
+    def set_description(self, name: str, description: str, tenant: str | None = None) -> None:
         with self._lock:
-            meta = self._meta(name)
-            meta["description"] = description
-            self._write_meta(name, meta)
+            self._write_meta(name, with_description(self._meta(name), description, tenant))
 
     def drop_collection(self, name: str) -> None:
         with self._lock:

@@ -32,6 +32,8 @@ from retrievers.store import (
     StoredPoint,
     VectorStore,
     collection_metadata,
+    described_by_tenant,
+    with_description,
 )
 
 _ID_BATCH = 1024
@@ -107,9 +109,8 @@ class QdrantServerStore(VectorStore):
             ) from exc
 
     # -- collections ---------------------------------------------------------------------------
-    def list_collections(self) -> list[CollectionInfo]:
-        names = sorted(c.name for c in self.client.get_collections().collections)
-        return [self.get_collection(name) for name in names]
+    def collection_names(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
 
     def has_collection(self, name: str) -> bool:
         return bool(self.client.collection_exists(validate_collection_name(name)))
@@ -169,7 +170,7 @@ class QdrantServerStore(VectorStore):
             )
         return self.client.get_collection(name)
 
-    def get_collection(self, name: str) -> CollectionInfo:
+    def get_collection(self, name: str, count: bool = True) -> CollectionInfo:
         info = self._info(name)
         meta: dict[str, Any] = dict(info.config.metadata or {})
         dim = meta.get("dense_dim")
@@ -179,17 +180,16 @@ class QdrantServerStore(VectorStore):
             dim = params.size if params is not None else 0
         return CollectionInfo(
             name=name,
-            points=self.count(name),
+            points=self.count(name) if count else 0,
             description=str(meta.get("description", "")),
+            descriptions=described_by_tenant(meta),
             dense_dim=int(dim),
             embedding_model=str(meta.get("embedding_model", "")),
             created_at=str(meta.get("created_at", "")),
         )
 
-    def set_description(self, name: str, description: str) -> None:
-        info = self._info(name)
-        meta = dict(info.config.metadata or {})
-        meta["description"] = description
+    def set_description(self, name: str, description: str, tenant: str | None = None) -> None:
+        meta = with_description(self._info(name).config.metadata or {}, description, tenant)
         self.client.update_collection(name, metadata=meta)
 
     def drop_collection(self, name: str) -> None:

@@ -65,7 +65,7 @@ class HybridRetriever:
         *,
         k: int = 10,
         mode: SearchMode = "hybrid",
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         where: PayloadFilter | None = None,
     ) -> list[RetrievedChunk]:
         """Top-k chunks; `tenant` is always applied as a filter when given."""
@@ -83,14 +83,16 @@ class HybridRetriever:
         dense: Sequence[float] | None,
         k: int = 10,
         mode: SearchMode = "hybrid",
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         where: PayloadFilter | None = None,
         with_dense: bool = False,
     ) -> list[RetrievedChunk]:
         """Same as `search` with a precomputed query embedding (embed once, search many)."""
         sparse = self.sparse.encode_query(query) if mode in ("hybrid", "sparse") else None
-        scope = PayloadFilter(must={"tenant": tenant}) if tenant else PayloadFilter()
-        scope = scope.and_(where)
+        # the tenant scope goes last: no other filter can widen or replace it
+        scope = (where or PayloadFilter()).and_(
+            PayloadFilter(must={"tenant": tenant}) if tenant else None
+        )
         hits = self.store.query(
             collection,
             dense=dense if mode != "sparse" else None,

@@ -92,9 +92,19 @@ class CollectionInfo:
     name: str
     points: int
     description: str
+    """The collection's own description, from before descriptions were kept per tenant; it
+    stands for the default tenant's when that tenant has none."""
     dense_dim: int
     embedding_model: str
     created_at: str
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    """Each tenant's description of the collection (each tenant routes by its own)."""
+
+    def description_for(self, tenant: str, default_tenant: str) -> str:
+        own = self.descriptions.get(tenant)
+        if own is not None:
+            return own
+        return self.description if tenant == default_tenant else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +141,32 @@ def collection_metadata(spec: CollectionSpec) -> dict[str, Any]:
     }
 
 
+def described_by_tenant(meta: Mapping[str, Any]) -> dict[str, str]:
+    found = meta.get("descriptions")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def with_description(
+    meta: Mapping[str, Any], description: str, tenant: str | None
+) -> dict[str, Any]:
+    """Collection metadata with `tenant`'s description (or the collection's own) set."""
+    out = dict(meta)
+    if tenant is None:
+        out["description"] = description
+    else:
+        out["descriptions"] = {**described_by_tenant(meta), tenant: description}
+    return out
+
+
 class VectorStore(ABC):
     """A Qdrant deployment holding agentrag collections."""
 
     @abstractmethod
-    def list_collections(self) -> list[CollectionInfo]: ...
+    def collection_names(self) -> list[str]:
+        """Every collection's name, sorted."""
+
+    def list_collections(self) -> list[CollectionInfo]:
+        return [self.get_collection(name) for name in self.collection_names()]
 
     @abstractmethod
     def has_collection(self, name: str) -> bool: ...
@@ -145,10 +176,12 @@ class VectorStore(ABC):
         """Create with named dense + sparse (IDF) vectors and payload indexes."""
 
     @abstractmethod
-    def get_collection(self, name: str) -> CollectionInfo: ...
+    def get_collection(self, name: str, count: bool = True) -> CollectionInfo:
+        """`count`: count the collection's points (a round trip on a server); else 0."""
 
     @abstractmethod
-    def set_description(self, name: str, description: str) -> None: ...
+    def set_description(self, name: str, description: str, tenant: str | None = None) -> None:
+        """`tenant`: that tenant's description; None: the collection's own."""
 
     @abstractmethod
     def drop_collection(self, name: str) -> None: ...
@@ -209,7 +242,7 @@ class VectorStore(ABC):
 
     def require(self, name: str) -> None:
         if not self.has_collection(name):
-            raise CollectionNotFoundError(name, [c.name for c in self.list_collections()])
+            raise CollectionNotFoundError(name, self.collection_names())
 
     def __enter__(self) -> VectorStore:
         return self

@@ -181,7 +181,8 @@ class RunManager:
             raise
         except CollectionNotFoundError as exc:
             outcome = "error"
-            self._fail(run, "collection_not_found", str(exc))
+            # the store's message lists every collection; the caller hears only of its own
+            self._fail(run, "collection_not_found", f"No collection {exc.name!r}.")
         except AgentragError as exc:
             outcome = "error"
             self._fail(run, "agent_error", str(exc))

@@ -71,8 +71,8 @@ async def _allowed_collections(
 ) -> list[str] | None:
     if requested is None:
         return sorted(caller.collections) if caller.collections is not None else None
-    infos = await asyncio.to_thread(state.services.stack.store.list_collections)
-    existing = {c.name for c in infos}
+    infos = await asyncio.to_thread(state.services.catalog.collections, None, caller.tenant)
+    existing = {c.name for c in infos if caller.allows(c.name)}
     for name in requested:
         if not caller.allows(name):
             raise ApiError(

@@ -62,7 +62,7 @@ class CollectionSearch:
         retriever: HybridRetriever,
         reranker: Reranker,
         info: CollectionInfo,
-        tenant: str,
+        tenant: str | Sequence[str],
         candidates: int = 24,
         embed_query: QueryEmbedder | None = None,
         remember: Callable[[dict[str, list[float]]], None] | None = None,

@@ -72,9 +72,9 @@ async def score_collections(
 ) -> dict[str, float]:
     vector = await vectors.embed_query(query)
     store = catalog.store
-    where = PayloadFilter(must={"tenant": ctx.tenant})
 
     def one(info: CollectionInfo) -> float:
+        where = PayloadFilter(must={"tenant": catalog.tenants(info.name, ctx.tenant)})
         hits = store.query(info.name, dense=vector, limit=3, where=where)
         content = sum(h.score for h in hits) / len(hits) if hits else 0.0
         described = vectors.description(info)
@@ -101,7 +101,7 @@ async def route_query(
     ctx = runtime.context
     turn, query = state["turn"], state["query"]
     update: dict[str, Any] = {}
-    infos = await asyncio.to_thread(catalog.collections, ctx.collections)
+    infos = await asyncio.to_thread(catalog.collections, ctx.collections, ctx.tenant)
     route: Route
     if not query or is_chit_chat(query):
         route = {"kind": "direct", "collections": [], "scores": {}, "reason": "chit-chat"}

@@ -30,14 +30,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/v1/collections", response_model=schemas.CollectionList)
 async def list_collections(state: State, caller: Caller) -> schemas.CollectionList:
-    infos = await asyncio.to_thread(state.services.stack.store.list_collections)
+    """The caller's own view: collections its tenant uses or that are shared, each with the
+    tenant's description and chunk count; another tenant's collections are not listed."""
+    infos = await asyncio.to_thread(state.services.catalog.collections, None, caller.tenant)
     return schemas.CollectionList(
         collections=[
-            schemas.CollectionModel(
-                name=i.name,
-                description=i.description,
-                points=i.points if state.keys.open else None,
-            )
+            schemas.CollectionModel(name=i.name, description=i.description, points=i.points)
             for i in infos
             if caller.allows(i.name)
         ]
@@ -89,8 +87,8 @@ async def delete_document(name: str, doc_id: str, state: State, caller: Caller) 
             doc_ids=[doc_id],
             tenant=caller.tenant,
         )
-    except AgentragError as exc:
-        raise ApiError(404, "collection_not_found", str(exc)) from None
+    except AgentragError:
+        raise ApiError(404, "document_not_found", f"No document {doc_id!r} in {name!r}.") from None
     if not removed:
         raise ApiError(404, "document_not_found", f"No document {doc_id!r} in {name!r}.")
     return Response(status_code=204)

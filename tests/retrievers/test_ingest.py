@@ -37,7 +37,8 @@ def test_ingest_then_search_finds_the_right_section(stack: RetrievalStack, docs:
     assert report.skipped == []
     info = stack.store.get_collection("handbook")
     assert info.points == report.chunks_total
-    assert info.description == "the handbook"
+    assert info.description_for("public", "public") == "the handbook"
+    assert info.descriptions == {"public": "the handbook"}
     assert info.embedding_model == "all-MiniLM-L6-v2"
 
     for mode in ("hybrid", "dense", "sparse"):

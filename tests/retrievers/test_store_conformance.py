@@ -86,6 +86,20 @@ def test_create_list_and_describe(store: VectorStore) -> None:
     assert infos["docs"].points == 0
     store.set_description("docs", "new words")
     assert store.get_collection("docs").description == "new words"
+    assert store.collection_names() == ["docs", "other"]
+
+
+def test_each_tenant_describes_a_collection_for_itself(store: VectorStore) -> None:
+    store.create_collection("docs", SPEC)
+    store.set_description("docs", "alpha's words", tenant="alpha")
+    store.set_description("docs", "beta's words", tenant="beta")
+    store.set_description("docs", "alpha again", tenant="alpha")
+    info = store.get_collection("docs", count=False)
+    assert info.descriptions == {"alpha": "alpha again", "beta": "beta's words"}
+    assert info.description == "test docs"  # the collection's own stays
+    assert info.description_for("beta", "public") == "beta's words"
+    assert info.description_for("gamma", "public") == ""
+    assert info.description_for("public", "public") == "test docs"
 
 
 def test_create_twice_is_an_error(store: VectorStore) -> None:

@@ -115,13 +115,20 @@ def test_upload_then_ask_then_delete(
         headers=alpha,
     ).json()
     assert done["citations"][0]["doc_id"] == "upload:kepler.md"
-    # the public tenant cannot see alpha's upload
+    # the public tenant cannot see alpha's upload, nor that alpha's collection exists
     public = keyed_client.post(
         "/v1/chat",
         json={"message": "Kepler-452b", "collections": ["exoplanets"], "stream": False},
         headers=auth("ar-public-key"),
-    ).json()
-    assert public["citations"] == []
+    )
+    assert public.status_code == 404
+    assert public.json()["error"]["message"] == (
+        "No collection 'exoplanets'. Available: astronomy, handbook."
+    )
+    listed = keyed_client.get("/v1/collections", headers=auth("ar-public-key")).json()
+    assert "exoplanets" not in {c["name"] for c in listed["collections"]}
+    mine = keyed_client.get("/v1/collections", headers=alpha).json()["collections"]
+    assert mine == [{"name": "exoplanets", "description": "Exoplanet notes", "points": 1}]
 
     gone = keyed_client.delete(
         "/v1/collections/exoplanets/documents/upload:kepler.md", headers=alpha
