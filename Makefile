@@ -9,7 +9,7 @@ DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
 .PHONY: setup demo test lint bench bench-agent bench-overhead bench-latency bench-load \
-	bench-selfcheck clean
+	bench-selfcheck bench-models clean
 
 setup: $(VENV)/.setup-done
 
@@ -82,5 +82,22 @@ bench-latency: setup
 bench-load: setup
 	$(PY) bench/chat_load.py --concurrency 100 --turns-per-client 1 --effort low
 
+# Embedding and rerank serving on the same device and texts (SciFact): sentence-transformers
+# in-process, Infinity and `agentrag serve-models`. Infinity gets its own virtualenv so its pins
+# (sentence-transformers 3, transformers 4) never touch the project's. On a GPU machine run
+# `$(PY) bench/model_services.py --device cuda --infinity PATH` with a CUDA build of torch there.
+INFINITY_VENV ?= .venv-infinity
+INFINITY := infinity-emb[server,torch]==0.0.78
+
+$(INFINITY_VENV)/bin/infinity_emb:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(INFINITY_VENV)/bin/python -m pip install -q "$(INFINITY)"
+
+bench-models: setup $(INFINITY_VENV)/bin/infinity_emb
+	$(PY) bench/model_services.py --device cpu --dataset $(SCIFACT) \
+		--infinity $(INFINITY_VENV)/bin/infinity_emb
+
 clean:
-	rm -rf $(VENV) .agentrag .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFINITY_VENV) .agentrag .pytest_cache .mypy_cache .ruff_cache
