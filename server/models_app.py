@@ -19,12 +19,13 @@ import base64
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -38,6 +39,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrievers.model_engine import (
     Direction,
@@ -301,27 +303,7 @@ def create_models_app(server: ModelServer) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, "Validation", str(exc.detail))
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        route = request.url.path
-        if (
-            server.api_key
-            and route not in ("/health", "/metrics")
-            and not _authorized(request.headers.get("authorization"), server.api_key)
-        ):
-            response: Any = _error(
-                401, "Unauthorized", "a valid `Authorization: Bearer` key is needed"
-            )
-        else:
-            response = await call_next(request)
-        known = route in _ROUTES
-        label = route if known else "other"
-        metrics.requests.labels(label, str(response.status_code)).inc()
-        if known:
-            metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(_Guard, server=server, metrics=metrics)
     app.add_middleware(
         BodyLimit,
         fixed=server.max_body_bytes,
@@ -381,11 +363,11 @@ def create_models_app(server: ModelServer) -> FastAPI:
                 "index": i,
                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
                 if body.encoding_format == "base64"
-                else v.tolist(),
+                else v,
             }
             for i, v in enumerate(vectors)
         ]
-        return JSONResponse(
+        return _json(
             {
                 "object": "list",
                 "data": data,
@@ -402,7 +384,7 @@ def create_models_app(server: ModelServer) -> FastAPI:
         )
         check_dimensions(engine, body.dimensions)
         vectors = normalized(rows) if body.normalize else rows
-        return JSONResponse(vectors.tolist())
+        return _json(vectors)
 
     @app.post("/rerank")
     async def tei_rerank(body: TeiRerankRequest) -> Response:
@@ -474,6 +456,14 @@ _ROUTES = frozenset(
 )
 
 
+def _json(content: Any) -> Response:
+    """numpy arrays written straight to JSON (orjson), several times faster than lists of
+    Python floats for a 384-d vector."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
+
+
 def _describe(engine: ModelEngine, auto_truncate: bool) -> dict[str, Any]:
     """TEI's `/info` fields, and the device, backend and dimension."""
     info = engine.info
@@ -498,6 +488,48 @@ def _describe(engine: ModelEngine, auto_truncate: bool) -> dict[str, Any]:
         "backend": info.backend,
         "dim": info.dimension,
     }
+
+
+class _Guard:
+    """The key check and the request metrics, as plain ASGI (no per-request task or body
+    wrapping: it runs on every call, and a query's round trip is a few milliseconds)."""
+
+    def __init__(self, app: ASGIApp, server: ModelServer, metrics: ModelMetrics) -> None:
+        self.app = app
+        self.server = server
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = scope.get("path", "")
+        label = route if route in _ROUTES else "other"
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            key = self.server.api_key
+            if key and route not in ("/health", "/metrics"):
+                headers = dict(scope.get("headers") or [])
+                given = headers.get(b"authorization", b"").decode("latin-1")
+                if not _authorized(given, key):
+                    reply = _error(
+                        401, "Unauthorized", "a valid `Authorization: Bearer` key is needed"
+                    )
+                    await reply(scope, receive, recording)
+                    return
+            await self.app(scope, receive, recording)
+        finally:
+            self.metrics.requests.labels(label, str(status)).inc()
+            if label != "other":
+                self.metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
 
 
 def _authorized(header: str | None, key: str) -> bool:
