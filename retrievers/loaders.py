@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,10 @@ def _walk_html(root: Tag, builder: _SectionBuilder) -> str | None:
     return first_h1
 
 
+MAX_PDF_PAGES = 5_000
+"""Pages read from one PDF; a longer one is refused rather than parsed for minutes."""
+
+
 def _load_pdf(path: Path) -> _ParsedFile:
     data = path.read_bytes()
     sections: list[Section] = []
@@ -333,6 +338,10 @@ def _load_pdf(path: Path) -> _ParsedFile:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise LoaderError("encrypted PDF: remove the password and ingest it again")
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise LoaderError(
+                f"PDF has {len(reader.pages):,} pages; the limit is {MAX_PDF_PAGES:,}"
+            )
         for number, page in enumerate(reader.pages, start=1):
             text = _tidy(page.extract_text() or "")
             if text:
@@ -348,15 +357,47 @@ def _load_pdf(path: Path) -> _ParsedFile:
     return [_file_document(path, clean_title, sections)], []
 
 
+MAX_DOCX_PART_BYTES = 16_000_000
+"""Largest XML part a .docx may unpack to. A 500-page text-heavy document is a few MB; a
+31 KB file whose `word/document.xml` unpacks to 20 MB of empty paragraphs is a bomb that keeps
+a core busy for minutes."""
+MAX_DOCX_PARTS = 2_000
+MAX_DOCX_BLOCKS = 200_000
+"""Paragraphs and tables read from one .docx before it is refused."""
+
+
+def _check_docx_size(data: bytes) -> None:
+    """Refuses a .docx that would unpack to more than the limits, from the zip's directory
+    alone (no part is decompressed)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise LoaderError(f"corrupt or unreadable DOCX ({error})") from error
+    if len(parts) > MAX_DOCX_PARTS:
+        raise LoaderError(f"DOCX has {len(parts):,} parts; the limit is {MAX_DOCX_PARTS:,}")
+    for part in parts:
+        if part.file_size > MAX_DOCX_PART_BYTES:
+            raise LoaderError(
+                f"DOCX part {part.filename} unpacks to {part.file_size:,} bytes; the limit is "
+                f"{MAX_DOCX_PART_BYTES:,}"
+            )
+
+
 def _load_docx(path: Path) -> _ParsedFile:
     data = path.read_bytes()
+    _check_docx_size(data)
     builder = _SectionBuilder(joiner="\n", tidy=_tidy)
     title: str | None = None
     heading_1: str | None = None
     # Like pypdf, python-docx surfaces damage as whatever the zip or XML layer raised.
     try:
         document = docx.Document(io.BytesIO(data))
-        for block in document.iter_inner_content():
+        for count, block in enumerate(document.iter_inner_content()):
+            if count >= MAX_DOCX_BLOCKS:
+                raise LoaderError(
+                    f"DOCX has more than {MAX_DOCX_BLOCKS:,} paragraphs and tables; split it"
+                )
             if isinstance(block, Table):
                 builder.add(_docx_table_text(block))
                 continue
@@ -370,6 +411,8 @@ def _load_docx(path: Path) -> _ParsedFile:
                 elif level == 1:
                     heading_1 = heading_1 or text
                 builder.heading(level, text)
+    except LoaderError:
+        raise
     except Exception as error:
         raise LoaderError(f"corrupt or unreadable DOCX ({error})") from error
     return [_file_document(path, title or heading_1, builder.sections())], []

@@ -56,6 +56,12 @@ async def upload_documents(
     description: Annotated[str | None, Form()] = None,
 ) -> schemas.UploadReport:
     _require_writable(name, caller)
+    if len(files) > state.settings.max_upload_files:
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"The upload has {len(files)} files; the limit is {state.settings.max_upload_files}.",
+        )
     unsupported = [
         f.filename or "?"
         for f in files

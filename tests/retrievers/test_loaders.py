@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import zipfile
 from pathlib import Path
 
 import docx
 import pytest
 
 from agent.errors import IngestError
+from retrievers import loaders
 from retrievers.documents import Document, Section
 from retrievers.loaders import SUPPORTED_SUFFIXES, LoaderError, iter_files, load_file, load_paths
 
@@ -213,6 +215,43 @@ def test_docx_uses_heading_styles_and_includes_tables(tmp_path: Path) -> None:
         (("Results", "By region"), "Region | Growth\nNorth | 12%"),
         (("Outlook",), "Stable."),
     ]
+
+
+def test_a_docx_bomb_is_refused_before_it_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file whose document.xml unpacks to 20 MB of empty paragraphs."""
+    source = tmp_path / "plain.docx"
+    docx.Document().save(str(source))
+    bomb = tmp_path / "bomb.docx"
+    with (
+        zipfile.ZipFile(source) as original,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename == "word/document.xml":
+                head, _, tail = data.decode().partition("<w:body>")
+                data = (head + "<w:body>" + "<w:p/>" * 3_500_000 + tail).encode()
+            out.writestr(item, data)
+    assert bomb.stat().st_size < 200_000
+
+    def parse(*args: object) -> None:
+        raise AssertionError("the bomb was parsed")
+
+    monkeypatch.setattr(docx, "Document", parse)  # only the zip directory is read
+    with pytest.raises(LoaderError, match="unpacks to 21,0"):
+        load_file(bomb)
+
+
+def test_a_docx_with_too_many_paragraphs_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loaders, "MAX_DOCX_BLOCKS", 3)
+    path = tmp_path / "report.docx"
+    _write_docx(path)
+    with pytest.raises(LoaderError, match="more than 3 paragraphs"):
+        load_file(path)
 
 
 def test_pdf_text_is_extracted_per_page(tmp_path: Path) -> None:

@@ -171,6 +171,11 @@ def test_bad_uploads(services: Services) -> None:
         assert bad_name.status_code == 422
         no_files = client.post(url)
         assert no_files.status_code == 422
+    with TestClient(create_app(services.settings, services)) as client:
+        many = [("files", (f"n{i}.txt", b"x", "text/plain")) for i in range(101)]
+        too_many = client.post(url, files=many)
+        assert too_many.status_code == 413
+        assert too_many.json()["error"]["code"] == "too_many_files"
 
 
 def test_an_upload_may_have_a_name_of_any_length(keyed_client: TestClient) -> None:
