@@ -303,6 +303,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=20_000_000, ge=1_000, description="Largest document upload (all files together)."
     )
+    max_upload_files: int = Field(default=100, ge=1, description="Most files in one upload.")
     log_json: bool = Field(default=True, description="Server logs as JSON lines.")
 
     # Tracing: Langfuse's own variable names, so a `.env` made for Langfuse works as it is
@@ -364,12 +365,26 @@ class Settings(BaseSettings):
     trace_flush_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest wait for unsent traces at shutdown."
     )
-    max_concurrent_turns: int = Field(
-        default=16,
+    max_concurrent_turns: int | None = Field(
+        default=None,
         ge=1,
         description="Turns the server runs at once; more wait in line (their `run` event is "
-        "sent at once). Keeps turns finishing one after another instead of all together.",
+        "sent at once, then their place in line). Default: 2 with the bundled LLM (it answers "
+        "one call at a time), else 16.",
     )
+    max_queued_turns: int = Field(
+        default=32,
+        ge=0,
+        description="Turns that may wait for a free slot; more are refused with 429 and "
+        "Retry-After.",
+    )
+
+    @property
+    def turn_slots(self) -> int:
+        """Turns run at once: as set, else what the LLM endpoint can serve."""
+        if self.max_concurrent_turns is not None:
+            return self.max_concurrent_turns
+        return 2 if self.llm_base_url is None else 16
 
     @classmethod
     def settings_customise_sources(

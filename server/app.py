@@ -93,7 +93,7 @@ async def lifespan(
         graph = build_graph(svc, checkpointer=persistence.checkpointer)
         svc.tracing.start()
         runs = RunManager(
-            graph, persistence.threads, metrics, cfg.max_concurrent_turns, svc.tracing
+            graph, persistence.threads, metrics, cfg.turn_slots, svc.tracing, cfg.max_queued_turns
         )
         warmup: dict[str, str] = {"embeddings": "loading", "llm": "loading"}
         app.state.agentrag = AppState(cfg, svc, persistence, runs, keys, metrics, warmup)

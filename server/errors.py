@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 ERROR_STATUS = {
     "cancelled": 409,
+    "llm_unavailable": 503,
+    "llm_failed": 502,
     "collection_not_found": 404,
     "agent_error": 500,
     "internal_error": 500,
@@ -25,11 +27,14 @@ ERROR_STATUS = {
 class ApiError(Exception):
     """Every 4xx/5xx the API answers: `{"error": {"code", "message"}}`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_response(
@@ -50,7 +55,7 @@ def run_error_response(
 
 
 async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,6 +23,10 @@ def run_event(run_id: str, thread_id: str) -> Event:
     return {"type": "run", "run_id": run_id, "thread_id": thread_id}
 
 
+LLM_FAILURES = frozenset({"llm_unavailable", "llm_failed"})
+"""Errors of a turn whose model gave no answer: it ends with `error`, not `done`."""
+
+
 def error_event(code: str, message: str) -> Event:
     return {"type": "error", "code": code, "message": message}
 
@@ -109,7 +113,9 @@ def closing_events(
 ) -> list[Event]:
     """The events that end a turn that ran to its end: the answer as one `token` when none
     streamed (a model that does not stream, or an answer not written by the answer writer),
-    one `citation` per cited chunk with the chunk's text, then `done`."""
+    one `citation` per cited chunk with the chunk's text, then `done`; or, when the LLM failed
+    (`LLM_FAILURES`), `error` with its code after the answer quoted from the evidence, so a
+    client cannot take the stand-in for the model's answer."""
     payload = final_payload({**values, "thread_id": thread_id})
     events: list[Event] = []
     if not tokens_streamed and payload["answer"]:
@@ -117,6 +123,16 @@ def closing_events(
     texts = {e["id"]: e["text"] for e in values.get("evidence") or []}
     citations = [{**c, "text": texts.get(c["id"], "")} for c in payload["citations"]]
     events.extend({"type": "citation", **citation} for citation in citations)
+    failure = values.get("error") or {}
+    if failure.get("code") in LLM_FAILURES:
+        events.append(
+            error_event(
+                failure["code"],
+                f"{failure.get('message') or 'The LLM failed.'} The text before this error "
+                "quotes the evidence; it is not the model's answer.",
+            )
+        )
+        return events
     events.append(
         {
             "type": "done",

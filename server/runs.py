@@ -9,8 +9,10 @@ or `error` event, then the queue's end marker.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +25,15 @@ from agent.context import AgentContext
 from agent.errors import AgentragError, CollectionNotFoundError
 from agent.tracing import Tracing, TurnTrace
 from graphs.rag import recursion_limit
-from server.events import Event, closing_events, error_event, run_event, turn_events
+from server.errors import ApiError
+from server.events import (
+    Event,
+    closing_events,
+    error_event,
+    final_payload,
+    run_event,
+    turn_events,
+)
 from server.logs import log, run_id_var, thread_id_var
 from server.metrics import Metrics
 from server.persistence import ThreadIndex, title_of
@@ -53,6 +63,8 @@ class Run:
     trace_id: str | None = None
     """The turn's Langfuse trace (the run id), when the turn is traced."""
     trace_url: str | None = None
+    place: int = 0
+    """Its place in line for a slot (0: not waiting)."""
 
     def emit(self, event: Event) -> None:
         if event.get("type") in ("done", "error"):
@@ -96,12 +108,20 @@ class RunManager:
         metrics: Metrics,
         max_concurrent: int = 16,
         tracing: Tracing | None = None,
+        max_queued: int = 32,
     ) -> None:
         self.graph = graph
         self.threads = threads
         self.metrics = metrics
         self.tracing = tracing
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self._active = 0
+        self._line: collections.deque[tuple[Run, asyncio.Future[None]]] = collections.deque()
+        self._pending: set[str] = set()
+        """Runs started that have not reached a slot yet (in line or about to be)."""
+        self._turn_s = 0.0
+        """Moving average of a turn's time in its slot, for Retry-After."""
         self.runs: dict[str, Run] = {}
         self._busy_threads: dict[str, str] = {}
         """Threads with a run in progress, and their tenant."""
@@ -109,6 +129,21 @@ class RunManager:
     def thread_busy(self, thread_id: str, tenant: str) -> bool:
         """Only the thread's own tenant learns it is busy; to another it does not exist."""
         return self._busy_threads.get(thread_id) == tenant
+
+    def _check_capacity(self) -> None:
+        """Refuses a turn (429 with Retry-After) when every slot is busy and the line is full:
+        waiting longer than the line takes helps no one, and the client should back off."""
+        waiting = len(self._pending)
+        if self._active + waiting < self.max_concurrent + self.max_queued:
+            return
+        wait_s = (self._turn_s or 10.0) * (waiting + 1) / self.max_concurrent
+        self.metrics.errors.labels(code="overloaded").inc()
+        raise ApiError(
+            429,
+            "overloaded",
+            f"The server is running {self._active} turns with {waiting} waiting; retry later.",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
 
     def get(self, run_id: str, tenant: str) -> Run | None:
         run = self.runs.get(run_id)
@@ -132,6 +167,7 @@ class RunManager:
         of new chats gets its first events without waiting on the database.
         `traced`: the turn gets a Langfuse trace whose id is the run id, known (and sent to
         the client) before the turn starts."""
+        self._check_capacity()
         run = Run(
             run_id=uuid.uuid4().hex,
             thread_id=thread_id,
@@ -145,6 +181,7 @@ class RunManager:
         if not streaming:
             run.consumer_ready.set()
         self.runs[run.run_id] = run
+        self._pending.add(run.run_id)
         self._busy_threads[thread_id] = ctx.tenant
         run.task = asyncio.create_task(self._execute(run, message, ctx, history, new_thread))
         return run
@@ -165,7 +202,7 @@ class RunManager:
             # would wait behind it for its first bytes. Start once the stream is open.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.consumer_ready.wait(), timeout=CONSUMER_WAIT_S)
-            async with self._turn_slot():
+            async with self._turn_slot(run):
                 values = await self._stream_graph(run, message, ctx, history)
             await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
             if run.trace_id is not None:
@@ -197,19 +234,55 @@ class RunManager:
                 time.perf_counter() - run.started
             )
             self._busy_threads.pop(run.thread_id, None)
+            self._pending.discard(run.run_id)
             run.finished = True
             run.queue.put_nowait(END)
             asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
 
     @contextlib.asynccontextmanager
-    async def _turn_slot(self) -> AsyncIterator[None]:
-        """One of the `max_concurrent` slots; turns in line for one are counted (a gauge)."""
-        with self.metrics.runs_waiting.track_inprogress():
-            await self._slots.acquire()
+    async def _turn_slot(self, run: Run) -> AsyncIterator[None]:
+        """One of the `max_concurrent` slots, first come first served; a turn in line is told
+        its place (a `queued` event) whenever it changes, and counted (a gauge)."""
+        if self._active < self.max_concurrent and not self._line:
+            self._active += 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._line.append((run, turn))
+            self._announce()
+            try:
+                with self.metrics.runs_waiting.track_inprogress():
+                    await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the slot was handed over as the turn was cancelled
+                else:
+                    self._line = collections.deque(w for w in self._line if w[0] is not run)
+                    self._announce()
+                raise
+        self._pending.discard(run.run_id)
+        started = time.perf_counter()
         try:
             yield
         finally:
-            self._slots.release()
+            took = time.perf_counter() - started
+            self._turn_s = took if not self._turn_s else 0.8 * self._turn_s + 0.2 * took
+            self._release()
+
+    def _release(self) -> None:
+        """Hands the slot to the first turn in line that still waits, or frees it."""
+        while self._line:
+            _, turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self._announce()
+                return
+        self._active -= 1
+
+    def _announce(self) -> None:
+        for place, (run, _) in enumerate(self._line, 1):
+            if run.place != place:
+                run.place = place
+                run.emit({"type": "queued", "position": place, "running": self._active})
 
     async def _stream_graph(
         self, run: Run, message: str, ctx: AgentContext, history: list[Any]
@@ -272,13 +345,12 @@ class RunManager:
             trace_id=run.trace_id,
             trace_url=run.trace_url,
         )
-        done = events[-1]
-        usage = done["usage"]
+        usage = final_payload(values)["usage"]
         self.metrics.llm_calls.inc(usage["llm_calls"])
         self.metrics.tokens.labels(direction="input").inc(usage["input_tokens"])
         self.metrics.tokens.labels(direction="output").inc(usage["output_tokens"])
-        if done.get("error"):
-            self.metrics.errors.labels(code=done["error"].get("code", "agent_error")).inc()
+        if values.get("error"):
+            self.metrics.errors.labels(code=values["error"].get("code", "agent_error")).inc()
         log(logging.INFO, "run finished", ms=round(total_ms, 1), llm_calls=usage["llm_calls"])
         for event in events:
             run.emit(event)

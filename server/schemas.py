@@ -263,12 +263,25 @@ class DoneEvent(BaseModel):
 
 class ErrorEvent(BaseModel):
     type: Literal["error"] = "error"
-    code: str = Field(description="e.g. cancelled, llm_unavailable, internal_error")
+    code: str = Field(
+        description="e.g. cancelled, llm_unavailable, llm_failed (after the evidence quoted in "
+        "`token` events), internal_error"
+    )
     message: str
+
+
+class QueuedEvent(BaseModel):
+    """The turn waits for a free slot (the server runs `max_concurrent_turns` at once); sent
+    again whenever its place changes."""
+
+    type: Literal["queued"] = "queued"
+    position: int = Field(description="1: next to start.")
+    running: int = Field(description="Turns running now.")
 
 
 STREAM_EVENTS: list[type[BaseModel]] = [
     RunEvent,
+    QueuedEvent,
     RouteEvent,
     PlanEvent,
     RetrievalEvent,

@@ -332,7 +332,12 @@ def honest_answer(
             marked += 1
     notes: list[tuple[str, str]] = []
     if removed:
-        notes.append(("claims_removed", "not in the cited evidence: " + "; ".join(removed)))
+        # a model that repeats itself repeats its wrong claims: each is named once
+        named = list(dict.fromkeys(removed))
+        more = f" and {len(named) - 20} more" if len(named) > 20 else ""
+        notes.append(
+            ("claims_removed", "not in the cited evidence: " + "; ".join(named[:20]) + more)
+        )
     if marked:
         notes.append(("unverified", f"{marked} sentence(s) marked (unverified)"))
     if not removed and not marked and not missing:

@@ -366,6 +366,11 @@
     /** Progress events become lines of the steps panel. */
     handle(event) {
       switch (event.type) {
+        case "queued":
+          this.setStatus(event.position === 1
+            ? "Waiting for a free slot: next in line…"
+            : `Waiting for a free slot: ${event.position - 1} ahead…`);
+          break;
         case "route": {
           const scores = Object.entries(event.scores || {})
             .map(([name, s]) => `${name} ${fmt(s)}`).join(" · ");

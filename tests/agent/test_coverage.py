@@ -101,12 +101,8 @@ def test_comparatives_and_articles_between_items_still_make_items() -> None:
     ]
     assert items("Which writer was from England, Henry Roth or Robert Childers?") == []
     # people named along the way are not compared, superlative or not
-    assert (
-        items(
-            "The youngest daughter of Lady Curzon stars with Douglas Smith and Lucien Laviscount in what film?"
-        )
-        == []
-    )
+    named = "The youngest daughter of Lady Curzon stars with Douglas Smith and Lucien Laviscount"
+    assert items(f"{named} in what film?") == []
 
 
 BRIDGE = "Who was the first president of the association which published the Journal of Therapy?"

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from agent.services import Services
 from server import schemas
 from server.app import create_app
-from tests.server.conftest import ANSWER, LoopingChatModel, looping, sse_events
+from tests.server.conftest import ANSWER, QUESTION_HOT, LoopingChatModel, looping, sse_events
 
 QUESTION = "Which planet has the hottest surface?"
 EVENT_MODELS = {m.model_fields["type"].default: m for m in schemas.STREAM_EVENTS}
@@ -180,6 +180,24 @@ def test_openai_messages_of_every_role_are_checked(
         return
     assert resp.status_code in (413, 422), resp.text
     assert resp.json()["error"]["code"] == code
+
+
+def test_a_turn_whose_model_failed_ends_with_an_error_after_the_quoted_evidence(
+    make_services: Any,
+) -> None:
+    services = make_services(supports_tools=False)  # the LLM endpoint, 127.0.0.1:9, is down
+    with TestClient(create_app(services.settings, services)) as down:
+        body = {"message": QUESTION_HOT, "effort": "low"}
+        streamed = down.post("/v1/chat", json=body)
+        events = sse_events(streamed.iter_lines())
+        assert events[-1]["type"] == "error" and events[-1]["code"] == "llm_unavailable"
+        assert "not the model's answer" in events[-1]["message"]
+        assert "done" not in {e["type"] for e in events}
+        assert any(e["type"] == "token" for e in events)  # the evidence, quoted and cited
+        assert any(e["type"] == "citation" for e in events)
+        whole = down.post("/v1/chat", json={**body, "stream": False})
+        assert whole.status_code == 503
+        assert whole.json()["error"]["code"] == "llm_unavailable"
 
 
 def test_whitespace_message_names_the_problem(client: TestClient) -> None:

@@ -211,7 +211,9 @@ def test_turns_over_the_limit_wait_in_line(
     """With one turn at a time, a second caller gets its `run` event at once and its answer
     only after the first turn is done."""
     services = make_services(supports_tools=False, default=held_model)
-    settings = services.settings.model_copy(update={"max_concurrent_turns": 1})
+    settings = services.settings.model_copy(
+        update={"max_concurrent_turns": 1, "max_queued_turns": 1}
+    )
     with (
         LiveServer(create_app(settings, services)) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
@@ -223,7 +225,15 @@ def test_turns_over_the_limit_wait_in_line(
         with client.stream("POST", "/v1/chat", json={"message": QUESTION_HOT}) as second:
             second_events = second.iter_lines()
             assert next(second_events) == "event: run"
+            next(line for line in second_events if line == "event: queued")
+            queued = json.loads(next(second_events)[5:])
+            assert queued == {"type": "queued", "position": 1, "running": 1}
             wait_until(lambda: metrics_show(server, "agentrag_runs_waiting 1.0"))
+            # the line is full: a third caller is told to come back later, not queued
+            third = client.post("/v1/chat", json={"message": QUESTION_HOT, "stream": False})
+            assert third.status_code == 429
+            assert third.json()["error"]["code"] == "overloaded"
+            assert int(third.headers["Retry-After"]) >= 1
             assert held_model.calls == 1
             held_model.resume.set()
             first_events = sse_events(first_lines)
