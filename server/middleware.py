@@ -20,6 +20,9 @@ DEFAULT_LIMITS = (
     Settings.model_fields["max_upload_bytes"].default,
 )
 RECEIVED_AT = "agentrag.received_at"
+MAX_HEADER_BYTES = 32_768
+"""All request headers together; browsers and HTTP clients send a few KB (a bearer key, a
+cookie). The HTTP parser takes more before the app sees the request."""
 """ASGI scope key: when the request reached the server (for the first-event metric)."""
 
 
@@ -36,13 +39,16 @@ class BodyLimit:
         settings: Settings | None = None,
         fixed: int | None = None,
         reply: Callable[[int], Response] | None = None,
+        headers_reply: Callable[[int], Response] | None = None,
     ) -> None:
         """`fixed`: one limit for every body instead of the settings' (the model server);
-        `reply`: the response to a body over `limit`, in the app's error shape."""
+        `reply`, `headers_reply`: the responses to a body over `limit` and to headers over
+        `MAX_HEADER_BYTES`, in the app's error shape."""
         self.app = app
         self.settings = settings
         self.fixed = fixed
         self.reply = reply or _too_large
+        self.headers_reply = headers_reply or _headers_too_large
 
     def limits(self, scope: Scope) -> tuple[int, int]:
         if self.fixed is not None:
@@ -59,7 +65,12 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         scope[RECEIVED_AT] = time.perf_counter()
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        header_bytes = sum(len(k) + len(v) for k, v in raw_headers)
+        if header_bytes > MAX_HEADER_BYTES:
+            await self.headers_reply(header_bytes)(scope, receive, send)
+            return
+        headers = dict(raw_headers)
         json_limit, upload_limit = self.limits(scope)
         multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
         limit = upload_limit if multipart else json_limit
@@ -99,6 +110,14 @@ class BodyLimit:
 
 async def _no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _headers_too_large(size: int) -> Response:
+    return error_response(
+        431,
+        "headers_too_large",
+        f"The request headers take {size} bytes; the limit is {MAX_HEADER_BYTES}.",
+    )
 
 
 def _too_large(limit: int) -> Response:

@@ -52,7 +52,7 @@ from retrievers.model_engine import (
     retry_after,
     sigmoid,
 )
-from server.middleware import BodyLimit
+from server.middleware import MAX_HEADER_BYTES, BodyLimit
 
 __all__ = ["ModelServer", "create_models_app"]
 
@@ -309,6 +309,11 @@ def create_models_app(server: ModelServer) -> FastAPI:
         fixed=server.max_body_bytes,
         reply=lambda limit: _error(
             413, "Validation", f"the request body is larger than {limit} bytes"
+        ),
+        headers_reply=lambda size: _error(
+            431,
+            "Validation",
+            f"the request headers take {size} bytes; the limit is {MAX_HEADER_BYTES}",
         ),
     )
 

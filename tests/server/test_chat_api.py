@@ -200,6 +200,12 @@ def test_a_turn_whose_model_failed_ends_with_an_error_after_the_quoted_evidence(
         assert whole.json()["error"]["code"] == "llm_unavailable"
 
 
+def test_oversized_headers_are_431(client: TestClient) -> None:
+    resp = client.post("/v1/chat", json={"message": "hi"}, headers={"X-Padding": "x" * 40_000})
+    assert resp.status_code == 431
+    assert resp.json()["error"]["code"] == "headers_too_large"
+
+
 def test_whitespace_message_names_the_problem(client: TestClient) -> None:
     resp = client.post("/v1/chat", json={"message": "  "})
     assert "message is empty" in resp.json()["error"]["message"]

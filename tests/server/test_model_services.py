@@ -252,6 +252,8 @@ async def test_a_body_over_the_limit_is_413_also_when_chunked(client: httpx.Asyn
     chunked = await client.post(
         "/embed", content=chunks(), headers={"content-type": "application/json"}
     )
+    headers = await client.post("/embed", json={"inputs": "hi"}, headers={"X-Pad": "x" * 40_000})
+    assert headers.status_code == 431 and headers.json()["error_type"] == "Validation"
     for reply in (declared, chunked):
         assert reply.status_code == 413
         assert reply.json()["error_type"] == "Validation"
