@@ -9,7 +9,7 @@ DEMO_ENV := AGENTRAG_DATA_DIR=.agentrag/demo
 SCIFACT ?= ../shared/data/beir_scifact
 
 .PHONY: setup demo test lint bench bench-agent bench-overhead bench-latency bench-load \
-	bench-selfcheck bench-models clean
+	bench-selfcheck bench-models bench-injection clean
 
 setup: $(VENV)/.setup-done
 
@@ -74,6 +74,12 @@ MUSIQUE ?= ../shared/data/musique_train100
 bench-selfcheck: setup
 	$(PY) bench/self_check.py --dataset $(HOTPOT) --data-dir .agentrag/bench --effort low
 	$(PY) bench/self_check.py --dataset $(MUSIQUE) --data-dir .agentrag/bench --effort low
+
+# Injection documents next to the sample notes, answered by the bundled LLM: fenced, then as
+# before the fence, for comparison.
+bench-injection: setup
+	$(PY) bench/injection.py --questions 3
+	$(PY) bench/injection.py --questions 3 --unfenced
 
 bench-latency: setup
 	$(PY) bench/embedded_latency.py --points 100000 --queries 300

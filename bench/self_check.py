@@ -39,11 +39,7 @@ import asyncio
 import json
 import math
 import os
-import platform
 import re
-import shlex
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -61,6 +57,7 @@ from eval.datasets import CorpusDoc, Question, iter_corpus, load_retrieval_datas
 from eval.metrics import percentile
 from eval.perturbations import KINDS, Candidate, Claim, NameIndex, build_candidates
 from eval.retrieval import corpus_documents
+from eval.runinfo import command_line, machine
 from eval.scripted_llm import ScriptedChatModel
 from graphs.rag import build_graph, recursion_limit
 from retrievers.stack import RetrievalStack
@@ -422,28 +419,6 @@ def ensure_collection(stack: RetrievalStack, dataset: Any, collection: str) -> N
     stack.ingestor.ingest_documents(
         docs, collection, description=f"Wikipedia paragraphs ({dataset.name} distractor pool)"
     )
-
-
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}",
-        "commit": commit + ("+changes" if dirty else ""),
-        "load_before": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def command_line() -> str:
-    return shlex.join(["python", *sys.argv])
 
 
 async def measure(args: argparse.Namespace, stack: RetrievalStack | None = None) -> dict[str, Any]:
