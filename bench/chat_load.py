@@ -117,9 +117,28 @@ class ServerProcess:
         ticks = os.sysconf("SC_CLK_TCK")
         return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
+    def open_fds(self) -> int | None:
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/fd"))
+        except OSError:
+            return None
+
+    def threads(self) -> int | None:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        found = [line.split()[1] for line in status.splitlines() if line.startswith("Threads:")]
+        return int(found[0]) if found else None
+
     def snapshot(self) -> dict[str, float | None]:
         cpu = self.cpu_s()
-        return {"rss_mb": self.rss_mb(), "cpu_s": round(cpu, 2) if cpu is not None else None}
+        return {
+            "rss_mb": self.rss_mb(),
+            "cpu_s": round(cpu, 2) if cpu is not None else None,
+            "open_fds": self.open_fds(),
+            "threads": self.threads(),
+        }
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -214,12 +233,19 @@ async def client_session(
     effort: str,
     headers: dict[str, str],
     start: asyncio.Event,
+    until: float | None = None,
 ) -> list[Turn]:
-    """One user: a first question, then follow-ups in the same thread; always `turns` turns."""
+    """One user: a first question, then follow-ups in the same thread; `turns` turns, or, with
+    `until` (a `time.perf_counter()` deadline), turns until then, a new thread every `turns`."""
     await start.wait()
     records: list[Turn] = []
     thread_id: str | None = None
-    for turn in range(turns):
+    count = 0
+    while (count < turns) if until is None else (time.perf_counter() < until):
+        turn = count % turns
+        count += 1
+        if turn == 0:
+            thread_id = None
         question = (
             QUESTIONS[client % len(QUESTIONS)]
             if turn == 0
@@ -358,10 +384,11 @@ async def drive(
         client_cpu_before = _own_cpu_s()
 
         start = asyncio.Event()
+        until = time.perf_counter() + args.duration_s if args.duration_s else None
         sessions = [
             asyncio.create_task(
                 client_session(
-                    http, base_url, c, args.turns_per_client, args.effort, headers, start
+                    http, base_url, c, args.turns_per_client, args.effort, headers, start, until
                 )
             )
             for c in range(args.concurrency)
@@ -398,6 +425,14 @@ async def drive(
         {**vars(t), "events": dict(t.events)} for t in turns if t.error is not None
     ][:5]
     before, after = report["server_before"], report["server_after"]
+    if before and after and before.get("rss_mb") and after.get("rss_mb"):
+        report["soak"] = {
+            "rss_growth_pct": round(
+                (after["rss_mb"] - before["rss_mb"]) * 100 / before["rss_mb"], 1
+            ),
+            "open_fds": [before.get("open_fds"), after.get("open_fds")],
+            "threads": [before.get("threads"), after.get("threads")],
+        }
     if before and after and before["cpu_s"] is not None and after["cpu_s"] is not None:
         report["server_cpu_ms_per_turn"] = round(
             (after["cpu_s"] - before["cpu_s"]) * 1000 / max(len(turns), 1), 1
@@ -485,13 +520,18 @@ def render(report: dict[str, Any]) -> str:
         snap = report.get(key) or {}
         return f"{snap.get('rss_mb')} MB RSS, {snap.get('cpu_s')} s CPU"
 
+    clients = (
+        f"{setup['concurrency']} clients, turns for {setup['duration_s']:.0f} s (a new thread "
+        f"every {setup['turns_per_client']}), effort "
+        if setup.get("duration_s")
+        else f"{setup['concurrency']} clients x {setup['turns_per_client']} turn(s), effort "
+    )
     lines = [
         f"# Chat API under load: {setup['concurrency']} concurrent streams",
         "",
         f"`{setup['command']}`",
         "",
-        f"{setup['concurrency']} clients x {setup['turns_per_client']} turn(s), effort "
-        f"`{setup['effort']}`, scripted LLM with {setup['token_delay_ms']} ms per token, "
+        clients + f"`{setup['effort']}`, scripted LLM with {setup['token_delay_ms']} ms per token, "
         f"collection `{COLLECTION}` (samples/handbook); {setup['machine']}.",
         "",
         "| latency | p50 ms | p95 ms | max ms | n |",
@@ -538,6 +578,13 @@ def render(report: dict[str, Any]) -> str:
         )
     if report.get("server_cpu_ms_per_turn") is not None:
         lines.append(f"- server CPU per turn: {report['server_cpu_ms_per_turn']} ms")
+    soak = report.get("soak")
+    if soak:
+        lines.append(
+            f"- between before and after the load: RSS {soak['rss_growth_pct']:+}%, open file "
+            f"descriptors {soak['open_fds'][0]} -> {soak['open_fds'][1]}, threads "
+            f"{soak['threads'][0]} -> {soak['threads'][1]}"
+        )
     if setup.get("ready_s") is not None:
         lines.append(f"- server start to /readyz 200: {setup['ready_s']} s")
     return "\n".join(lines) + "\n"
@@ -560,6 +607,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--turns-per-client", type=int, default=1)
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=0.0,
+        help="soak: each client runs turns until then (a new thread every --turns-per-client)",
+    )
     parser.add_argument("--effort", choices=("low", "medium"), default="low")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--turn-timeout-s", type=float, default=120.0)
@@ -579,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         "concurrency": args.concurrency,
         "turns_per_client": args.turns_per_client,
+        "duration_s": args.duration_s,
         "effort": args.effort,
         "token_delay_ms": args.token_delay_ms,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -591,9 +645,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = run_with_own_server(args, setup)
     report = {"setup": setup, **report}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chat-load.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = "chat-load-soak" if args.duration_s else "chat-load"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = render(report)
-    (args.out / "chat-load.md").write_text(text)
+    (args.out / f"{name}.md").write_text(text)
     print(text)
 
 

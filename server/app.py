@@ -93,7 +93,13 @@ async def lifespan(
         graph = build_graph(svc, checkpointer=persistence.checkpointer)
         svc.tracing.start()
         runs = RunManager(
-            graph, persistence.threads, metrics, cfg.turn_slots, svc.tracing, cfg.max_queued_turns
+            graph,
+            persistence.threads,
+            metrics,
+            cfg.turn_slots,
+            svc.tracing,
+            cfg.max_queued_turns,
+            cfg.max_queue_wait_s,
         )
         warmup: dict[str, str] = {"embeddings": "loading", "llm": "loading"}
         app.state.agentrag = AppState(cfg, svc, persistence, runs, keys, metrics, warmup)

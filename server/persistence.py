@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +61,9 @@ def title_of(message: str) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
+INDEX_FILE = "thread-index.sqlite"
+"""The thread index's own SQLite file, next to `threads.sqlite` (the checkpoints)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agentrag_threads (
     thread_id TEXT PRIMARY KEY,
@@ -101,6 +105,31 @@ class SqliteThreadIndex:
         await self.conn.execute(_INDEX)
         await self.conn.execute(_TRACES)
         await self.conn.commit()
+
+    async def adopt(self, earlier: Path) -> None:
+        """Threads and traces an earlier version kept in the checkpoint file, moved into this
+        index (while it is still empty)."""
+        async with self.conn.execute("SELECT count(*) FROM agentrag_threads") as cur:
+            row = await cur.fetchone()
+        if (row and row[0]) or not earlier.exists():
+            return
+        await self.conn.execute("ATTACH DATABASE ? AS earlier", (str(earlier),))
+        try:
+            async with self.conn.execute(
+                "SELECT name FROM earlier.sqlite_master WHERE type = 'table' "
+                "AND name IN ('agentrag_threads', 'agentrag_traces')"
+            ) as cur:
+                tables = {r[0] for r in await cur.fetchall()}
+            for table in sorted(tables):
+                await self.conn.execute(
+                    f"INSERT OR IGNORE INTO {table} SELECT * FROM earlier.{table}"
+                )
+            await self.conn.commit()
+            for table in sorted(tables):  # moved, not copied: never adopted a second time
+                await self.conn.execute(f"DROP TABLE earlier.{table}")
+            await self.conn.commit()
+        finally:
+            await self.conn.execute("DETACH DATABASE earlier")
 
     async def create(self, thread_id: str, tenant: str, title: str = "") -> ThreadRecord:
         now = time.time()
@@ -267,13 +296,16 @@ async def open_persistence(settings: Settings) -> AsyncIterator[Persistence]:
         # commits. FULL would fsync every checkpoint write, serialising all turns on the disk.
         await saver.conn.execute("PRAGMA synchronous=NORMAL")
         await saver.conn.execute("PRAGMA busy_timeout=10000")
-        # The index has its own connection (its own thread): listing or creating a thread
-        # never queues behind the checkpoint writes of running turns.
-        async with aiosqlite.connect(settings.data_dir / "threads.sqlite") as conn:
+        # The index has its own connection and its own file: listing, creating or touching a
+        # thread never waits for the write lock behind the checkpoint writes of running turns
+        # (sharing one file, under sustained load the index starved past any busy timeout).
+        async with aiosqlite.connect(settings.data_dir / INDEX_FILE) as conn:
+            await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=10000")
             index = SqliteThreadIndex(conn)
             await index.setup()
+            await index.adopt(settings.data_dir / "threads.sqlite")
             yield Persistence(checkpointer=saver, threads=index, backend="sqlite")
 
 

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,13 @@ from server.persistence import ThreadIndex, title_of
 END = None
 CONSUMER_WAIT_S = 2.0
 """Longest a run waits for its stream to open before it starts anyway."""
+
+
+async def _logged(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception:
+        logging.getLogger("agentrag.server").warning("thread index update failed", exc_info=True)
 
 
 @dataclass
@@ -108,7 +115,8 @@ class RunManager:
         metrics: Metrics,
         max_concurrent: int = 16,
         tracing: Tracing | None = None,
-        max_queued: int = 32,
+        max_queued: int = 256,
+        max_wait_s: float = 60.0,
     ) -> None:
         self.graph = graph
         self.threads = threads
@@ -116,6 +124,7 @@ class RunManager:
         self.tracing = tracing
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
+        self.max_wait_s = max_wait_s
         self._active = 0
         self._line: collections.deque[tuple[Run, asyncio.Future[None]]] = collections.deque()
         self._pending: set[str] = set()
@@ -131,18 +140,22 @@ class RunManager:
         return self._busy_threads.get(thread_id) == tenant
 
     def _check_capacity(self) -> None:
-        """Refuses a turn (429 with Retry-After) when every slot is busy and the line is full:
-        waiting longer than the line takes helps no one, and the client should back off."""
+        """Refuses a turn (429 with Retry-After) when every slot is busy and it would wait
+        longer than `max_wait_s` (from recent turns' times) or find the line full: waiting
+        longer helps no one, and the client should back off. A fast LLM lets a long line
+        through; the bundled one, a short one."""
         waiting = len(self._pending)
-        if self._active + waiting < self.max_concurrent + self.max_queued:
+        if self._active + waiting < self.max_concurrent:
             return
-        wait_s = (self._turn_s or 10.0) * (waiting + 1) / self.max_concurrent
+        wait_s = (self._turn_s or 0.0) * (waiting + 1) / self.max_concurrent
+        if waiting < self.max_queued and wait_s <= self.max_wait_s:
+            return
         self.metrics.errors.labels(code="overloaded").inc()
         raise ApiError(
             429,
             "overloaded",
             f"The server is running {self._active} turns with {waiting} waiting; retry later.",
-            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            headers={"Retry-After": str(max(1, math.ceil(wait_s or 1.0)))},
         )
 
     def get(self, run_id: str, tenant: str) -> Run | None:
@@ -204,9 +217,10 @@ class RunManager:
                 await asyncio.wait_for(run.consumer_ready.wait(), timeout=CONSUMER_WAIT_S)
             async with self._turn_slot(run):
                 values = await self._stream_graph(run, message, ctx, history)
-            await self.threads.touch(run.thread_id, ctx.tenant, title_of(message))
+            # the answer is written; bookkeeping that fails (a locked index) must not lose it
+            await _logged(self.threads.touch(run.thread_id, ctx.tenant, title_of(message)))
             if run.trace_id is not None:
-                await self.threads.record_trace(run.trace_id, ctx.tenant, run.thread_id)
+                await _logged(self.threads.record_trace(run.trace_id, ctx.tenant, run.thread_id))
             self._finish(run, values)
             if values.get("error"):
                 outcome = "degraded"
@@ -279,9 +293,15 @@ class RunManager:
         self._active -= 1
 
     def _announce(self) -> None:
+        """Tells each waiting turn its place when it joins the line, then as it nears the front
+        (every tenth place, then each of the last five): with a hundred waiting, telling every
+        turn of every step would send thousands of events for nothing."""
         for place, (run, _) in enumerate(self._line, 1):
-            if run.place != place:
-                run.place = place
+            if run.place == place:
+                continue
+            joined = run.place == 0
+            run.place = place
+            if joined or place <= 5 or place % 10 == 0:
                 run.emit({"type": "queued", "position": place, "running": self._active})
 
     async def _stream_graph(
