@@ -373,10 +373,16 @@ class Settings(BaseSettings):
         "one call at a time), else 16.",
     )
     max_queued_turns: int = Field(
-        default=32,
+        default=256,
         ge=0,
         description="Turns that may wait for a free slot; more are refused with 429 and "
         "Retry-After.",
+    )
+    max_queue_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A turn that would wait longer than this for a slot (estimated from recent "
+        "turns) is refused with 429 and Retry-After.",
     )
 
     @property
