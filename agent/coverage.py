@@ -171,8 +171,7 @@ def _items(question: str) -> list[str]:
     """Two named things the question asks about together: "A or B" when it compares them
     ("Which is older, A or B?"; a plain choice, "Which novelist, A or B, wrote X?", is answered
     by naming one), "A and B" when it asks about both."""
-    runs = [(m.start(), m.end(), _trimmed(m.group())) for m in _RUN.finditer(question)]
-    runs = [r for r in runs if r[2]]
+    runs = _runs(question)
     compares = COMPARISON.search(_OR.sub(" ", question)) or _COMPARATIVE.search(question)
     for (_, end, first), (start, after, second) in pairwise(runs):
         gap = question[end:start]
@@ -237,8 +236,14 @@ def misses_focus(question: str, focus: Part, sentences: list[str]) -> bool:
     return all(any(names(s, run) for run in runs) for s in sentences)
 
 
+def _runs(question: str) -> list[tuple[int, int, str]]:
+    """The names the question writes, trimmed, with where each starts and ends."""
+    found = ((m.start(), m.end(), _trimmed(m.group())) for m in _RUN.finditer(question))
+    return [run for run in found if run[2]]
+
+
 def _named_runs(question: str) -> list[str]:
-    return [t for m in _RUN.finditer(question) if (t := _trimmed(m.group()))]
+    return [name for _, _, name in _runs(question)]
 
 
 def addressed(part: Part, sentences: list[str]) -> bool:
