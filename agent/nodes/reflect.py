@@ -7,8 +7,9 @@ sentence of a chunk it cites (embedding similarity) or most of its content words
 (lexical support), and every fact a reader would check holds there: its numbers (with units),
 names, negation and comparisons (`agent.claims`). A claim that holds in another chunk of the
 evidence than the one cited is a wrong citation, corrected in place. Each part of the question
-(`agent.coverage`) must be addressed by a supported sentence. At effort `high` an LLM judge also
-reads the answer against the evidence.
+(`agent.coverage`) must be addressed by a supported sentence; of a plain choice ("Which writer
+was from England, A or B?"), every option, or one option with what the question chooses it by.
+At effort `high` an LLM judge also reads the answer against the evidence.
 
 After the last attempt no unsupported claim stays presented as fact: a sentence with a wrong
 number, name, negation or comparison is removed, any other unsupported sentence is marked
@@ -34,9 +35,11 @@ from agent.coverage import (
     FOCUS_SIMILARITY,
     Part,
     addressed,
+    choice_items,
     misses_focus,
     question_focus,
     question_parts,
+    unchosen,
 )
 from agent.edges import after_reflect
 from agent.nodes.common import step
@@ -232,6 +235,8 @@ async def reflect_answer(
     parts = question_parts(state["query"], state.get("plan"))
     supported = [without_citations(s["sentence"]) for s in sentences if s["supported"]]
     missing = [p for p in parts if not addressed(p, supported)]
+    if not parts and (options := choice_items(state["query"])):
+        parts, missing = options, unchosen(state["query"], options, supported)
     if not parts and (stopped := await _stops_short(state["query"], supported, vectors)):
         parts = missing = [stopped]
     part_verdicts: list[PartVerdict] = [

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from agent.coverage import addressed, misses_focus, question_focus, question_parts
+from agent.coverage import (
+    addressed,
+    choice_items,
+    choice_words,
+    misses_focus,
+    question_focus,
+    question_parts,
+    unchosen,
+)
 from agent.state import Plan
 
 TWO_QUESTIONS = "Which planet has the hottest surface, and what is the nearest star to the Sun?"
@@ -128,3 +136,68 @@ def test_an_answer_that_stops_at_the_bridge_misses_the_focus() -> None:
     moved_on = [*stopped, "Stanley Hall led the association from 1892."]
     assert not misses_focus(BRIDGE, focus, moved_on)
     assert not misses_focus(BRIDGE, focus, [])
+
+
+def test_the_focus_text_holds_none_of_the_question_names() -> None:
+    # what is compared in meaning with the answer: with "Damerjog's country" in it, any
+    # sentence about Damerjog came close to it
+    focus = question_focus("Who was the first president of Damerjog's country?")
+    assert focus is not None and focus.text == "first president"
+    focus = question_focus("When did the country of Izgoy's performer invade Manchuria?")
+    assert focus is not None and "Izgoy" not in focus.text and "Manchuria" not in focus.text
+
+
+CHOICE = "Which writer was from England, Henry Roth or Robert Erskine Childers?"
+
+
+def test_a_plain_choice_has_options_a_comparison_does_not() -> None:
+    assert [p.text for p in choice_items(CHOICE)] == ["Henry Roth", "Robert Erskine Childers"]
+    assert question_parts(CHOICE) == []  # naming one may answer it: not parts
+    # compared items are parts already, and one named thing is no choice
+    assert choice_items("Who was born first, Shirley Temple or Judy Garland?") == []
+    assert choice_items("Which country is Paris in?") == []
+    # initials are not words an answer writes
+    farrell, _ = choice_items("Which novelist, J. G. Farrell or Louis Aragon, wrote of rule?")
+    assert farrell.words == ("farre",)
+    # what the choice is made by: not the kind both options are ("writer")
+    assert choice_words(CHOICE, choice_items(CHOICE)) == ("engla",)
+
+
+def test_a_choice_is_made_by_saying_the_property_of_one_option_or_by_both() -> None:
+    options = choice_items(CHOICE)
+    # one option, and not what the question chooses by: which one is from England is not said
+    other = ["Henry Roth was an American novelist and short story writer."]
+    assert [p.text for p in unchosen(CHOICE, options, other)] == ["Robert Erskine Childers"]
+    # complete: the property said of one option, or both options described
+    assert unchosen(CHOICE, options, ["Robert Erskine Childers was born in England."]) == []
+    both = [*other, "Robert Erskine Childers was an English-born writer."]
+    assert unchosen(CHOICE, options, both) == []
+    animation = "Which filmmaker was known for animation, Lev Yilmaz or Pamela B. Green?"
+    known = ["Lev Yilmaz is best known for his animated comic series."]
+    assert unchosen(animation, choice_items(animation), known) == []
+    assert unchosen(animation, choice_items(animation), ["Pamela B. Green is a filmmaker."])
+
+
+def test_a_person_is_named_without_the_initials() -> None:
+    question = "In what county is the city where Harris W. Fawell was born?"
+    focus = question_focus(question)
+    assert focus is not None and focus.words == ("born",)
+    assert misses_focus(question, focus, ["Fawell is a graduate of West Chicago High School."])
+
+
+def test_a_choice_between_two_named_things() -> None:
+    question = (
+        "In between Liberty and MIT Technology Review which has a circulation of over 200,000?"
+    )
+    options = choice_items(question)
+    assert [p.text for p in options] == ["Liberty", "MIT Technology Review"]
+    assert choice_words(question, options) == ("circu", "over", "200", "000")
+    review = ["MIT Technology Review is a magazine published by MIT."]
+    assert unchosen(question, options, review) == [options[0]]
+    both = [*review, "Liberty is a magazine published by the Seventh-day Adventist Church."]
+    assert unchosen(question, options, both) == []
+    # "and" without "between" joins things named along the way, not options
+    assert (
+        choice_items("What station aired the series created by Max Mutchnick and David Kohan?")
+        == []
+    )

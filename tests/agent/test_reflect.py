@@ -15,6 +15,7 @@ from agent.nodes.generate import attach_citations
 from agent.nodes.reflect import (
     PIECES_PER_SENTENCE,
     _closest_pieces,
+    _stops_short,
     honest_answer,
     judge_sentences,
 )
@@ -264,3 +265,23 @@ def test_the_honest_answer_removes_wrong_claims_marks_the_rest_and_names_missing
     assert quoted.startswith("From the documents:") and "Proxima Centauri" in quoted
     assert "No supported answer" not in quoted
     assert [n for n, _ in notes] == ["claims_removed", "quoted_evidence"]
+
+
+async def test_an_answer_that_stops_at_the_bridge_is_caught_by_meaning_too(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    """The focus is compared in meaning without the question's names: with them, any sentence
+    about Johnnycake came close to "county shares a border with ... Johnnycake"."""
+    vectors = make_services().vectors
+    question = (
+        "What county shares a border with the county in which Johnnycake, West Virginia is located?"
+    )
+    stopped = ["Johnnycake is an unincorporated community in McDowell County, West Virginia."]
+    assert await _stops_short(question, stopped, vectors) is not None
+    whole = [*stopped, "McDowell County is bordered by Buchanan County to the north."]
+    assert await _stops_short(question, whole, vectors) is None
+    question = "Who was the first president of Damerjog's country?"
+    village = ["Damerjog is a small village located in eastern Djibouti."]
+    assert await _stops_short(question, village, vectors) is not None
+    led = ["Damerjog is in Djibouti, whose first president was Hassan Gouled Aptidon."]
+    assert await _stops_short(question, led, vectors) is None
