@@ -22,6 +22,7 @@ from dataclasses import replace
 from functools import cached_property
 
 from agent.context import AgentContext
+from agent.resilience import transports_for
 from agent.settings import Settings
 from agent.vectors import Vectors
 from retrievers.rerank import Reranker, make_reranker
@@ -64,8 +65,11 @@ class Catalog:
         if not self._settings.web_search_url:
             return None
         key = self._settings.web_search_api_key
+        url = self._settings.web_search_url
         return WebSearch(
-            self._settings.web_search_url, api_key=key.get_secret_value() if key else None
+            url,
+            api_key=key.get_secret_value() if key else None,
+            transport=transports_for(self._settings, "web_search", url)[1],
         )
 
     def collections(

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import openai
@@ -28,7 +28,10 @@ from pydantic import SecretStr
 
 from agent.errors import AgentragError
 from agent.ports import LOOPBACK, free_port
+from agent.resilience import CircuitOpenError, transports_for
 from agent.settings import Settings
+
+_E = TypeVar("_E", bound=BaseException)
 
 Role = Literal["generator", "planner", "judge"]
 ROLES: tuple[Role, ...] = ("generator", "planner", "judge")
@@ -117,6 +120,7 @@ def make_chat_model(
             extra_body = {"max_tokens": max_tokens}
     else:
         base_url, model_name = endpoint.base_url, model or endpoint.model
+    sync_transport, async_transport = transports_for(settings, "llm", base_url)
     return ChatOpenAI(
         model=model_name,
         base_url=base_url,
@@ -127,11 +131,14 @@ def make_chat_model(
         streaming=streaming,
         stream_usage=True,
         timeout=settings.llm_timeout_s,
-        max_retries=1,
+        # retries and the circuit breaker are the transport's (agent/resilience.py)
+        max_retries=0,
         # its own HTTP clients: the openai SDK's shared default async client is bound to the
         # first event loop that used it, and fails with "Event loop is closed" in the next one
-        http_client=httpx.Client(timeout=settings.llm_timeout_s),
-        http_async_client=httpx.AsyncClient(timeout=settings.llm_timeout_s),
+        http_client=httpx.Client(timeout=settings.llm_timeout_s, transport=sync_transport),
+        http_async_client=httpx.AsyncClient(
+            timeout=settings.llm_timeout_s, transport=async_transport
+        ),
     )
 
 
@@ -151,10 +158,13 @@ def llm_endpoint_error(exc: BaseException) -> LLMError | None:
 
     Returns None for anything else, so the caller re-raises what it does not understand.
     """
-    error = _find_openai_error(exc)
+    error = _in_chain(exc, openai.APIConnectionError) or _in_chain(exc, openai.APIStatusError)
     if error is None:
         return None
     url = str(error.request.url)
+    circuit = _in_chain(exc, CircuitOpenError)
+    if circuit is not None:
+        return LLMError(f"The LLM endpoint {url} is not called for now: {circuit}", url=url)
     embedded = _embedded_server_at(url)
     if isinstance(error, openai.APITimeoutError):
         return LLMError(
@@ -187,13 +197,12 @@ def llm_endpoint_error(exc: BaseException) -> LLMError | None:
     return LLMError(f"The LLM endpoint {url} answered HTTP {status}: {hint}", url=url)
 
 
-def _find_openai_error(
-    exc: BaseException,
-) -> openai.APIConnectionError | openai.APIStatusError | None:
+def _in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first `kind` among `exc` and its causes and contexts."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, openai.APIConnectionError | openai.APIStatusError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -226,6 +226,22 @@ class Settings(BaseSettings):
         "a configured endpoint, no for the bundled SmolLM2.",
     )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM request.")
+    dependency_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a call to the LLM, model services, Qdrant or web search that "
+        "could not connect or was answered 429/502/503/504 (backoff with jitter).",
+    )
+    circuit_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed calls in a row (after retries) that open an endpoint's circuit: "
+        "calls then fail at once instead of waiting on a dead dependency.",
+    )
+    circuit_reset_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit waits before a trial call."
+    )
     embedded_llm_path: Path | None = Field(
         default=None, description="GGUF file for the embedded server (default: bundled SmolLM2)."
     )

@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -59,6 +59,7 @@ from agent.text import message_text, split_sentences
 
 __all__ = [
     "DEFAULT_MODEL",
+    "Fault",
     "LLMStats",
     "Reply",
     "Script",
@@ -121,6 +122,7 @@ class LLMStats:
     streamed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    faults: int = 0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -141,15 +143,39 @@ def _prompt_tokens(messages: Sequence[Message]) -> int:
     return sum(len(message_text(m).split()) + 3 for m in messages)
 
 
+Fault = Literal["error", "garbage", "hang", "stall", "truncate"]
+"""How the server misbehaves, for fault tests: `error` answers `fault_status` with an OpenAI
+error body; `garbage` answers 200 with a body that is not the protocol (plain JSON requests get
+HTML, streams get SSE lines that are not JSON); `hang` never answers; `stall` streams the start
+of the answer and then nothing; `truncate` streams half the answer and closes without a finish
+reason or `[DONE]`. A plain (not streamed) request to `stall` or `truncate` hangs or is cut."""
+
+STALL_S = 3600.0
+"""How long `hang` and `stall` wait: until the client gives up or the server stops."""
+
+
 @dataclass
 class Script:
-    """What the server answers; read on every request, so changing it takes effect at once."""
+    """What the server answers; read on every request, so changing it takes effect at once.
+
+    `fault` makes the next `faults` requests (all of them when None) misbehave; each faulty
+    request lowers `faults` by one."""
 
     reply: Reply = evidence_reply
     token_delay_s: float = 0.0
+    fault: Fault | None = None
+    fault_status: int = 500
+    faults: int | None = None
 
     def text_for(self, messages: Sequence[Message]) -> str:
         return self.reply(messages) if callable(self.reply) else self.reply
+
+    def take_fault(self) -> Fault | None:
+        if self.fault is None or self.faults == 0:
+            return None
+        if self.faults is not None:
+            self.faults -= 1
+        return self.fault
 
 
 def create_app(
@@ -177,7 +203,17 @@ def create_app(
             return _error(400, "Every message must be an object with a role and content.")
 
         text = script.text_for(messages)
+        fault = script.take_fault()
         counters.requests_total += 1
+        if fault == "error":
+            counters.faults += 1
+            return _error(script.fault_status, "Scripted failure.")
+        if fault == "garbage" and not body.get("stream"):
+            counters.faults += 1
+            return Response("<html>502 Bad Gateway</html>", media_type="application/json")
+        if fault == "hang" or (fault in ("stall", "truncate") and not body.get("stream")):
+            counters.faults += 1
+            await asyncio.sleep(STALL_S)
         counters.in_flight += 1
         counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
         tokens = split_tokens(text)
@@ -247,6 +283,24 @@ def create_app(
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
+        async def faulty_events() -> AsyncIterator[str]:
+            counters.faults += 1
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                if fault == "garbage":
+                    yield "data: {this is not json\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
+                half = tokens[: max(1, len(tokens) // 2)]
+                for token in half if fault == "truncate" else half[:1]:
+                    yield chunk({"content": token})
+                if fault == "stall":
+                    await asyncio.sleep(STALL_S)
+            finally:
+                counters.in_flight -= 1
+                counters.streamed += 1
+                counters.disconnected += 1
+
         async def events() -> AsyncIterator[str]:
             finished = False
             try:
@@ -280,7 +334,7 @@ def create_app(
                     counters.disconnected += 1
 
         return StreamingResponse(
-            events(),
+            faulty_events() if fault is not None else events(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -379,6 +433,10 @@ class ScriptedChatModel(BaseChatModel):
             return
         for token in split_tokens(str(message.content)):
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        # the last chunk says why the reply ended, as an OpenAI-compatible stream's does
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
+        )
 
     async def _astream(
         self,

@@ -20,6 +20,7 @@ import httpx
 from langchain_core.embeddings import Embeddings
 
 from agent.errors import ConfigError, EmbeddingError
+from agent.resilience import transports_for
 from agent.settings import BUNDLED_EMBEDDING_MODEL, Settings
 from retrievers.onnx_encoder import OnnxEncoder, load_onnx_encoder
 
@@ -305,11 +306,14 @@ def make_embeddings(settings: Settings) -> EmbeddingModel:
     if settings.embedding_backend == "remote":
         assert settings.embedding_url is not None  # guaranteed by Settings validation
         key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else None
+        transport, async_transport = transports_for(settings, "embeddings", settings.embedding_url)
         return RemoteEmbeddings(
             settings.embedding_url,
             settings.embedding_model,
             api_key=key,
             batch_size=settings.embedding_batch_size,
+            transport=transport,
+            async_transport=async_transport,
         )
     return LocalEmbeddings(
         settings.embedding_model,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from agent.errors import CollectionNotFoundError, StoreError
+from agent.resilience import transports_for
 from agent.settings import Settings, validate_collection_name
 from retrievers.store import (
     DENSE,
@@ -63,6 +64,34 @@ def _dense_of(vector: Any) -> list[float] | None:
 logger = logging.getLogger("agentrag.store")
 
 
+class _Guarded:
+    """A remote QdrantClient whose failures to answer (connection dropped, 5xx, circuit open)
+    raise `StoreError`, the error every caller of a store understands; answers such as 404
+    pass through as qdrant-client raises them."""
+
+    def __init__(self, client: QdrantClient, url: str) -> None:
+        self._client, self._url = client, url
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except ResponseHandlingException as exc:
+                raise StoreError(f"The Qdrant server at {self._url} failed: {exc}") from exc
+            except UnexpectedResponse as exc:
+                if exc.status_code is None or exc.status_code < 500:
+                    raise
+                raise StoreError(
+                    f"The Qdrant server at {self._url} answered {exc.status_code}"
+                ) from exc
+
+        return call
+
+
 class QdrantServerStore(VectorStore):
     def __init__(
         self,
@@ -88,7 +117,20 @@ class QdrantServerStore(VectorStore):
         elif url.startswith("path:"):
             client = QdrantClient(path=url.removeprefix("path:"))
         else:
-            client = QdrantClient(url=url, api_key=api_key, timeout=settings.qdrant_timeout_s)
+            # retries and a circuit breaker (agent/resilience.py): every request qdrant-client
+            # sends is safe to repeat (reads, upserts by id, deletes by filter)
+            client = cast(
+                QdrantClient,
+                _Guarded(
+                    QdrantClient(
+                        url=url,
+                        api_key=api_key,
+                        timeout=settings.qdrant_timeout_s,
+                        transport=transports_for(settings, "qdrant", url)[0],
+                    ),
+                    url,
+                ),
+            )
         store = cls(
             client,
             shards=settings.qdrant_shards,
@@ -102,7 +144,7 @@ class QdrantServerStore(VectorStore):
     def _check_reachable(self, url: str) -> None:
         try:
             self.client.get_collections()
-        except (ResponseHandlingException, UnexpectedResponse, OSError) as exc:
+        except (ResponseHandlingException, UnexpectedResponse, StoreError, OSError) as exc:
             raise StoreError(
                 f"Cannot reach the Qdrant server at {url}: {exc}. Check AGENTRAG_QDRANT_URL and "
                 "AGENTRAG_QDRANT_API_KEY, or unset AGENTRAG_VECTOR_STORE to use the embedded store."
@@ -153,8 +195,8 @@ class QdrantServerStore(VectorStore):
                 return
             try:
                 schema = self.client.get_collection(name).payload_schema or {}
-            except (UnexpectedResponse, ResponseHandlingException, ValueError):
-                return  # a missing collection is reported by the query itself
+            except (UnexpectedResponse, ResponseHandlingException, StoreError, ValueError):
+                return  # a missing collection (or a server down) is reported by the query
             for field_name in INDEXED_KEYWORD_FIELDS:
                 if field_name not in schema:
                     logger.info("collection %s: indexing payload field %s", name, field_name)

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+
 from agent.errors import AgentragError, ConfigError
+from agent.resilience import transports_for
 from agent.settings import Settings
 from retrievers.embeddings import EmbeddingModel, pick_device
 from retrievers.similarity import cosine_matrix
@@ -181,8 +184,11 @@ def _cohere_base_url(base_url: str | None) -> str:
 
 
 class CohereReranker:
-    """Client of the Cohere v2 rerank API, sync and async; `max_retries` covers 429/5xx and
-    refused connections, with the SDK's exponential backoff (1 s, 2 s, ...)."""
+    """Client of the Cohere v2 rerank API, sync and async.
+
+    Given `transports` (see agent/resilience.py), retries and the circuit breaker are theirs
+    and the SDK's own retries are off; without, `max_retries` covers 429/5xx and refused
+    connections with the SDK's exponential backoff (1 s, 2 s, ...)."""
 
     def __init__(
         self,
@@ -191,6 +197,7 @@ class CohereReranker:
         api_key: str | None = None,
         timeout_s: float = 30.0,
         max_retries: int = 2,
+        transports: tuple[httpx.BaseTransport, httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         import cohere
 
@@ -199,11 +206,24 @@ class CohereReranker:
         self.base_url = _cohere_base_url(base_url)
         # a self-hosted service may need no key, but the SDK refuses to start without one
         key = api_key or "none"
+        sync_client = async_client = None
+        if transports is not None:
+            max_retries = 0
+            sync_client = httpx.Client(timeout=timeout_s, transport=transports[0])
+            async_client = httpx.AsyncClient(timeout=timeout_s, transport=transports[1])
         self._client = cohere.ClientV2(
-            api_key=key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=key,
+            base_url=self.base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            httpx_client=sync_client,
         )
         self._aclient = cohere.AsyncClientV2(
-            api_key=key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=key,
+            base_url=self.base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            httpx_client=async_client,
         )
 
     def _error(self, exc: Exception) -> RerankError:
@@ -281,7 +301,11 @@ def make_reranker(settings: Settings, embeddings: EmbeddingModel) -> Reranker:
         return CrossEncoderReranker(settings.reranker_model, settings.embedding_device)
     if settings.reranker_backend == "cohere":
         key = settings.reranker_api_key.get_secret_value() if settings.reranker_api_key else None
+        base_url = _cohere_base_url(settings.reranker_url)
         return CohereReranker(
-            settings.reranker_model or "rerank-v3.5", base_url=settings.reranker_url, api_key=key
+            settings.reranker_model or "rerank-v3.5",
+            base_url=base_url,
+            api_key=key,
+            transports=transports_for(settings, "reranker", base_url),
         )
     return EmbeddingReranker(embeddings)

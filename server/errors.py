@@ -18,6 +18,7 @@ ERROR_STATUS = {
     "llm_unavailable": 503,
     "llm_failed": 502,
     "collection_not_found": 404,
+    "dependency_unavailable": 503,
     "agent_error": 500,
     "internal_error": 500,
 }

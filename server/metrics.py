@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.resilience import STATE_VALUES, breakers
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
 
@@ -53,3 +59,36 @@ class Metrics:
             "Chat turns in line for a free slot (max_concurrent_turns); counted in flight too.",
             registry=self.registry,
         )
+        self.registry.register(CircuitCollector())
+
+
+class CircuitCollector(Collector):
+    """The process's circuit breakers (agent/resilience.py), read at each scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["dependency", "endpoint"]
+        state = GaugeMetricFamily(
+            "agentrag_dependency_circuit_state",
+            "Circuit of each remote dependency endpoint: 0 closed, 1 half open, 2 open.",
+            labels=labels,
+        )
+        failures = CounterMetricFamily(
+            "agentrag_dependency_failures",
+            "Failed calls to a dependency (after retries).",
+            labels=labels,
+        )
+        retries = CounterMetricFamily(
+            "agentrag_dependency_retries", "Calls retried after a failure.", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            "agentrag_dependency_rejected",
+            "Calls refused at once because the circuit was open.",
+            labels=labels,
+        )
+        for snap in breakers():
+            key = [snap.dependency, snap.endpoint]
+            state.add_metric(key, STATE_VALUES[snap.state])
+            failures.add_metric(key, snap.failures_total)
+            retries.add_metric(key, snap.retries_total)
+            rejected.add_metric(key, snap.rejected_total)
+        yield from (state, failures, retries, rejected)

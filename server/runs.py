@@ -22,7 +22,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import AgentContext
-from agent.errors import AgentragError, CollectionNotFoundError
+from agent.errors import AgentragError, CollectionNotFoundError, EmbeddingError, StoreError
 from agent.tracing import Tracing, TurnTrace
 from graphs.rag import recursion_limit
 from server.errors import ApiError
@@ -234,6 +234,16 @@ class RunManager:
             outcome = "error"
             # the store's message lists every collection; the caller hears only of its own
             self._fail(run, "collection_not_found", f"No collection {exc.name!r}.")
+        except (EmbeddingError, StoreError) as exc:
+            outcome = "error"
+            # the detail (an internal URL, a proxy's words) is the operator's, in the log
+            log(logging.WARNING, "dependency failed", error=f"{type(exc).__name__}: {exc}")
+            what = "embedding service" if isinstance(exc, EmbeddingError) else "vector store"
+            self._fail(
+                run,
+                "dependency_unavailable",
+                f"The {what} is unavailable; the turn could not run. Try again shortly.",
+            )
         except AgentragError as exc:
             outcome = "error"
             self._fail(run, "agent_error", str(exc))

@@ -351,3 +351,9 @@ class UploadReport(BaseModel):
 class ReadyReport(BaseModel):
     ready: bool
     checks: dict[str, str]
+    circuits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each remote dependency called so far (llm, embeddings, reranker, qdrant, "
+        "web_search): `closed`, or why its circuit is open. An open circuit of the LLM or the "
+        "vector store makes the instance not ready; the others degrade turns.",
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from agent.resilience import reset_breakers
 from agent.settings import Settings, load_settings
 from eval.langfuse_recorder import LangfuseRecorder
 from retrievers.embeddings import LocalEmbeddings
@@ -45,6 +46,14 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("AGENTRAG_CONFIG", str(tmp_path / "no-agentrag.toml"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_circuits() -> Iterator[None]:
+    """Circuit breakers live for the process: one test's dead endpoint must not fail the next."""
+    reset_breakers()
+    yield
+    reset_breakers()
 
 
 @pytest.fixture

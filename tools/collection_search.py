@@ -15,7 +15,8 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from retrievers.rerank import EmbeddingReranker, Reranker
+from agent.resilience import note_skipped
+from retrievers.rerank import EmbeddingReranker, Reranker, RerankError
 from retrievers.search import HybridRetriever, RetrievedChunk
 from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
@@ -104,7 +105,16 @@ class CollectionSearch:
             scores = by_vectors.rerank_vectors(vector, [vectors[c.id] for c in chunks], None)
             by_index = {r.index: r.score for r in scores}
             return [chunk_record(c, by_index[i], i) for i, c in enumerate(chunks[:k])]
-        ranked = await self.reranker.arerank(query, [_passage(c) for c in chunks], top_n=k)
+        try:
+            ranked = await self.reranker.arerank(query, [_passage(c) for c in chunks], top_n=k)
+        except RerankError as exc:
+            # the fused hybrid order stands, scored by cosine as without a cross-encoder: a
+            # turn answers less well rather than not at all, and says so (`rerank_skipped`)
+            note_skipped("rerank_skipped", str(exc))
+            return [
+                chunk_record(c, cosine(vector, c.dense) if c.dense is not None else 0.0, i)
+                for i, c in enumerate(chunks[:k])
+            ]
         return [chunk_record(chunks[r.index], r.score, rank) for rank, r in enumerate(ranked)]
 
     async def alinked(

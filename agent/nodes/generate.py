@@ -205,6 +205,15 @@ async def generate_answer(
         return update
     answer = message_text(full).strip() if full is not None else ""
     finished = time.perf_counter()
+    ended = full.response_metadata.get("finish_reason") if full is not None else None
+    if answer and ended not in ("stop", "tool_calls"):
+        # a stream cut short reads like an answer: say that it is not a whole one
+        why = (
+            f"the answer reached answer_max_tokens ({ctx.answer_max_tokens})"
+            if ended == "length"
+            else f"the model's reply ended without finishing ({ended or 'stream cut'})"
+        )
+        flags.append(flag(turn, "truncated", why))
     if prefetch is not None:
         prefetch.finish()
     await asyncio.gather(counting, return_exceptions=True)

@@ -17,9 +17,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.budget import flag
 from agent.catalog import Catalog
 from agent.context import AgentContext
 from agent.nodes.common import step
+from agent.resilience import collect_skipped
 from agent.state import Evidence, ResearchState
 from agent.tracing import observed_search
 from tools.collection_search import title_candidates
@@ -47,6 +49,16 @@ def _by_rank(item: Evidence | dict[str, Any]) -> tuple[int, float]:
 
 async def retrieve_chunks(
     state: ResearchState, runtime: Runtime[AgentContext], *, catalog: Catalog
+) -> dict[str, Any]:
+    with collect_skipped() as skipped:
+        update = await _retrieve(state, runtime, catalog)
+    if skipped:
+        update["flags"] = [flag(state["turn"], what, why) for what, why in skipped]
+    return update
+
+
+async def _retrieve(
+    state: ResearchState, runtime: Runtime[AgentContext], catalog: Catalog
 ) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = runtime.context

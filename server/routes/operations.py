@@ -19,12 +19,16 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.resilience import dependency_states
 from agent.settings import Settings
 from server import schemas
 from server.deps import MaybeState, State
 from server.logs import log
 
 router = APIRouter(tags=["operations"])
+
+BLOCKING_DEPENDENCIES = ("llm", "qdrant", "embeddings")
+"""Without these no turn completes; a reranker or web search down only degrades turns."""
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 """The web chat page and its assets (`index.html` is served at `/`, the rest under `/static`)."""
@@ -54,8 +58,12 @@ async def readyz(state: MaybeState) -> JSONResponse:
     settings = state.settings
     if settings.llm_base_url and checks["llm"] == "ok":
         checks["llm"] = await _check(lambda: _ping_llm(settings))
-    ready = all(v == "ok" for v in checks.values())
-    report = schemas.ReadyReport(ready=ready, checks=checks)
+    circuits = {name: snap.describe() for name, snap in sorted(dependency_states().items())}
+    # half open is ready: the trial call that can close the circuit has to come from a turn
+    ready = all(v == "ok" for v in checks.values()) and not any(
+        circuits.get(name, "").startswith("open") for name in BLOCKING_DEPENDENCIES
+    )
+    report = schemas.ReadyReport(ready=ready, checks=checks, circuits=circuits)
     return JSONResponse(report.model_dump(), status_code=200 if ready else 503)
 
 

@@ -27,6 +27,7 @@ from agent.llm import (
     make_chat_model,
     supports_tools,
 )
+from agent.resilience import ResilientAsyncTransport, ResilientTransport
 from agent.settings import Settings, load_settings
 
 DEAD_URL = "http://127.0.0.1:9/v1"
@@ -85,7 +86,13 @@ def test_chat_model_reports_usage_and_fails_fast() -> None:
     model = make_chat_model(settings, max_tokens=50, temperature=0.3, streaming=False)
 
     assert model.stream_usage is True
-    assert model.max_retries == 1
+    # retries and the circuit breaker are the transport's, one policy for every dependency
+    assert model.max_retries == 0
+    for client in (model.http_client, model.http_async_client):
+        transport = client._transport  # type: ignore[union-attr]
+        assert isinstance(transport, ResilientTransport | ResilientAsyncTransport)
+        assert transport.policy.retries == settings.dependency_retries
+        assert transport.circuit.endpoint == "http://gen:8000"
     assert model.request_timeout == 7
     assert (model.max_tokens, model.temperature, model.streaming) == (50, 0.3, False)
     assert model.openai_api_key == SecretStr("not-needed")

@@ -96,6 +96,7 @@ def test_agentrag_serve_end_to_end(served: tuple[str, ScriptedLLM]) -> None:
     assert ready == {
         "ready": True,
         "checks": {"store": "ok", "threads": "ok", "embeddings": "ok", "llm": "ok"},
+        "circuits": {"llm": "closed"},
     }
     assert httpx.post(url + "/v1/chat", json={"message": QUESTION_HOT}).status_code == 401
 
