@@ -320,6 +320,18 @@ class Settings(BaseSettings):
         default=20_000_000, ge=1_000, description="Largest document upload (all files together)."
     )
     max_upload_files: int = Field(default=100, ge=1, description="Most files in one upload.")
+    upload_parse_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest an upload's files may take to read (in a child process killed "
+        "after it, or when the client goes away).",
+    )
+    upload_parse_memory_mb: int = Field(
+        default=2048,
+        ge=128,
+        description="Memory the child process reading an upload may use; a file that needs "
+        "more is skipped with that reason.",
+    )
     log_json: bool = Field(default=True, description="Server logs as JSON lines.")
 
     # Tracing: Langfuse's own variable names, so a `.env` made for Langfuse works as it is

@@ -8,13 +8,15 @@ it in a thread.
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from fastapi import UploadFile
 
 from agent.services import Services
-from retrievers.loaders import load_paths
+from agent.settings import Settings
+from retrievers.parse_worker import ParseLimitError, parse_bounded
 from server import schemas
 
 UPLOAD_PREFIX = "upload:"
@@ -22,13 +24,18 @@ UPLOAD_PREFIX = "upload:"
 
 def ingest_uploads(
     services: Services,
+    settings: Settings,
     tenant: str,
     collection: str,
     files: list[UploadFile],
     description: str | None,
     unsupported: list[str],
+    stop: threading.Event | None = None,
 ) -> schemas.UploadReport:
-    """`unsupported`: names of files not to read, reported as skipped."""
+    """`unsupported`: names of files not to read, reported as skipped. The files are read in a
+    child process bounded by the server's `upload_parse_timeout_s` and
+    `upload_parse_memory_mb`, stopped
+    when `stop` is set (`ParseLimitError`); nothing is stored unless they all were read."""
     with tempfile.TemporaryDirectory(prefix="agentrag-upload-") as tmp:
         paths: list[Path] = []
         names: dict[str, str] = {}
@@ -46,7 +53,18 @@ def ingest_uploads(
                     out.write(chunk)
             paths.append(path)
             names[str(path.resolve())] = filename
-        documents, skipped = load_paths(paths)
+        documents, skipped = (
+            parse_bounded(
+                paths,
+                timeout_s=settings.upload_parse_timeout_s,
+                memory_mb=settings.upload_parse_memory_mb,
+                stop=stop,
+            )
+            if paths
+            else ([], [])
+        )
+        if stop is not None and stop.is_set():
+            raise ParseLimitError("Upload stopped: the client went away.", reason="stopped")
         stems = {Path(tmp_path).stem: Path(name).stem for tmp_path, name in names.items()}
         renamed = [
             replace(

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from agent.errors import AgentragError, ConfigError
+from agent.errors import AgentragError, ConfigError, IngestError
 from agent.settings import validate_collection_name
 from retrievers.loaders import SUPPORTED_SUFFIXES
+from retrievers.parse_worker import ParseLimitError
 from server import schemas
 from server.auth import Principal
 from server.deps import Caller, State
 from server.errors import ApiError
+from server.logs import log
 from server.uploads import ingest_uploads
 
 router = APIRouter(tags=["collections"])
+
+DISCONNECT_POLL_S = 0.25
+"""How often an upload being read checks that its client still waits."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": schemas.ErrorResponse},
     404: {"model": schemas.ErrorResponse},
     413: {"model": schemas.ErrorResponse},
     415: {"model": schemas.ErrorResponse},
+    422: {"model": schemas.ErrorResponse},
 }
 
 
@@ -50,6 +58,7 @@ async def list_collections(state: State, caller: Caller) -> schemas.CollectionLi
 )
 async def upload_documents(
     name: str,
+    request: Request,
     state: State,
     caller: Caller,
     files: Annotated[list[UploadFile], File(description="One or more documents.")],
@@ -74,9 +83,36 @@ async def upload_documents(
             f"Unsupported file type: {', '.join(unsupported)}. Supported: "
             f"{', '.join(sorted(SUPPORTED_SUFFIXES))}.",
         )
-    return await asyncio.to_thread(
-        ingest_uploads, state.services, caller.tenant, name, files, description, unsupported
-    )
+    stop = threading.Event()
+    watcher = asyncio.create_task(_stop_when_gone(request, stop))
+    try:
+        return await asyncio.to_thread(
+            ingest_uploads,
+            state.services,
+            state.settings,
+            caller.tenant,
+            name,
+            files,
+            description,
+            unsupported,
+            stop,
+        )
+    except ParseLimitError as exc:
+        if exc.reason == "stopped":
+            log(logging.INFO, "upload stopped: the client went away", collection=name)
+            raise ApiError(400, "client_gone", str(exc)) from None
+        raise ApiError(413, "upload_too_slow", str(exc)) from None
+    except IngestError as exc:
+        raise ApiError(422, "unreadable_upload", str(exc)) from None
+    finally:
+        watcher.cancel()
+
+
+async def _stop_when_gone(request: Request, stop: threading.Event) -> None:
+    """Sets `stop` when the client disconnects, so the child reading its files is killed."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    stop.set()
 
 
 @router.delete(
