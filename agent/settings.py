@@ -301,6 +301,12 @@ class Settings(BaseSettings):
         description="PostgreSQL URL for conversation threads (postgresql://...). Unset: SQLite "
         "in the data dir.",
     )
+    thread_db_busy_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a SQLite thread store write waits for a lock held elsewhere "
+        "before the turn ends with `thread_store_unavailable`.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (`*` for any). None: no CORS."
     )

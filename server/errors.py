@@ -19,6 +19,7 @@ ERROR_STATUS = {
     "llm_failed": 502,
     "collection_not_found": 404,
     "dependency_unavailable": 503,
+    "thread_store_unavailable": 503,
     "agent_error": 500,
     "internal_error": 500,
 }

@@ -8,6 +8,7 @@ in one database: SQLite in the data dir by default, PostgreSQL when `postgres_ur
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -269,6 +270,20 @@ def _values(row: Any) -> Any:
     return list(row.values()) if isinstance(row, dict) else row
 
 
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What the thread stores raise when their database is locked, gone or refusing: a turn
+    that meets one ends with `thread_store_unavailable`, not a bug report."""
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import psycopg
+        import psycopg_pool
+
+        errors += [psycopg.Error, psycopg_pool.PoolTimeout]
+    except ImportError:  # the Postgres extra is not installed
+        pass
+    return tuple(errors)
+
+
 @dataclass
 class Persistence:
     checkpointer: BaseCheckpointSaver[Any]
@@ -295,14 +310,15 @@ async def open_persistence(settings: Settings) -> AsyncIterator[Persistence]:
         # In WAL mode NORMAL never corrupts the database; a power cut may lose the last
         # commits. FULL would fsync every checkpoint write, serialising all turns on the disk.
         await saver.conn.execute("PRAGMA synchronous=NORMAL")
-        await saver.conn.execute("PRAGMA busy_timeout=10000")
+        busy_ms = round(settings.thread_db_busy_timeout_s * 1000)
+        await saver.conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         # The index has its own connection and its own file: listing, creating or touching a
         # thread never waits for the write lock behind the checkpoint writes of running turns
         # (sharing one file, under sustained load the index starved past any busy timeout).
         async with aiosqlite.connect(settings.data_dir / INDEX_FILE) as conn:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=10000")
+            await conn.execute(f"PRAGMA busy_timeout={busy_ms}")
             index = SqliteThreadIndex(conn)
             await index.setup()
             await index.adopt(settings.data_dir / "threads.sqlite")

@@ -36,7 +36,9 @@ from server.events import (
 )
 from server.logs import log, run_id_var, thread_id_var
 from server.metrics import Metrics
-from server.persistence import ThreadIndex, title_of
+from server.persistence import ThreadIndex, store_errors, title_of
+
+THREAD_STORE_ERRORS = store_errors()
 
 END = None
 CONSUMER_WAIT_S = 2.0
@@ -247,6 +249,15 @@ class RunManager:
         except AgentragError as exc:
             outcome = "error"
             self._fail(run, "agent_error", str(exc))
+        except THREAD_STORE_ERRORS as exc:
+            outcome = "error"
+            log(logging.WARNING, "thread store failed", error=f"{type(exc).__name__}: {exc}")
+            self._fail(
+                run,
+                "thread_store_unavailable",
+                "The conversation store is unavailable, so the turn could not be kept. "
+                "Try again shortly.",
+            )
         except Exception as exc:
             outcome = "error"
             logging.getLogger("agentrag.server").exception("run failed")

@@ -7,6 +7,7 @@ show each dependency's circuit."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -297,4 +298,30 @@ def test_langfuse_down_costs_a_turn_nothing(
             assert events[-1]["trace_id"]
         assert client.get("/readyz").json()["ready"] is True
     assert services.tracing.shutdown(timeout_s=0.5) in (True, False)  # returns, whatever it sent
+    services.close()
+
+
+@pytest.mark.parametrize("database", ["threads.sqlite", "thread-index.sqlite"])
+def test_a_locked_thread_database_ends_the_turn_with_a_clear_error(
+    database: str, llm: ScriptedLLM, agent_settings: Settings, minilm: LocalEmbeddings
+) -> None:
+    settings = fault_settings(
+        agent_settings, llm_base_url=llm.base_url, thread_db_busy_timeout_s=0.2
+    )
+    services = served(settings, minilm)
+    with TestClient(create_app(settings, services)) as client:
+        assert turn(client)[-1]["type"] == "done"
+        holder = sqlite3.connect(settings.data_dir / database, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process writing, and not letting go
+        try:
+            events = turn(client)
+            assert events[-1]["type"] == "error", events[-1]
+            assert events[-1]["code"] == "thread_store_unavailable"
+            assert "database is locked" not in events[-1]["message"]
+            whole = client.post("/v1/chat", json={**TURN, "stream": False})
+            assert whole.status_code == 503
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert turn(client)[-1]["type"] == "done", "once the lock goes, turns are kept again"
     services.close()
