@@ -396,8 +396,17 @@ async def drive(
         await asyncio.sleep(0)
         began = time.perf_counter()
         start.set()
+        samples: list[dict[str, float | None]] = []
+        sampler = (
+            asyncio.create_task(_sample(server, began, args.sample_s, samples))
+            if server is not None and args.duration_s
+            else None
+        )
         results = await asyncio.gather(*sessions)
         wall = time.perf_counter() - began
+        if sampler is not None:
+            sampler.cancel()
+            report["rss_series"] = samples
 
         report["client_cpu_s"] = round(_own_cpu_s() - client_cpu_before, 2)
         report["server_after"] = server.snapshot() if server else None
@@ -433,11 +442,31 @@ async def drive(
             "open_fds": [before.get("open_fds"), after.get("open_fds")],
             "threads": [before.get("threads"), after.get("threads")],
         }
+        settled = [s for s in report.get("rss_series", []) if (s["t_s"] or 0) >= SETTLE_S]
+        if settled and settled[0]["rss_mb"]:
+            # a leak keeps growing; caches filling stop: growth after the first minute tells them
+            # apart
+            report["soak"]["rss_growth_after_first_minute_pct"] = round(
+                (after["rss_mb"] - settled[0]["rss_mb"]) * 100 / settled[0]["rss_mb"], 1
+            )
     if before and after and before["cpu_s"] is not None and after["cpu_s"] is not None:
         report["server_cpu_ms_per_turn"] = round(
             (after["cpu_s"] - before["cpu_s"]) * 1000 / max(len(turns), 1), 1
         )
     return report
+
+
+SETTLE_S = 60.0
+"""When the soak's caches are taken to be warm: RSS growth is also reported from here on."""
+
+
+async def _sample(
+    server: ServerProcess, began: float, every_s: float, into: list[dict[str, float | None]]
+) -> None:
+    """The server's RSS, descriptors and threads every `every_s` seconds of the load."""
+    while True:
+        await asyncio.sleep(every_s)
+        into.append({"t_s": round(time.perf_counter() - began, 1), **server.snapshot()})
 
 
 async def healthz_burst(base_url: str, n: int, headers: dict[str, str]) -> dict[str, Any]:
@@ -585,6 +614,12 @@ def render(report: dict[str, Any]) -> str:
             f"descriptors {soak['open_fds'][0]} -> {soak['open_fds'][1]}, threads "
             f"{soak['threads'][0]} -> {soak['threads'][1]}"
         )
+        if soak.get("rss_growth_after_first_minute_pct") is not None:
+            series = ", ".join(f"{s['t_s']:.0f} s {s['rss_mb']}" for s in report["rss_series"])
+            lines.append(
+                f"- RSS after the first minute of load: "
+                f"{soak['rss_growth_after_first_minute_pct']:+}% (MB: {series})"
+            )
     if setup.get("ready_s") is not None:
         lines.append(f"- server start to /readyz 200: {setup['ready_s']} s")
     return "\n".join(lines) + "\n"
@@ -620,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "eval" / "results")
     parser.add_argument("--server-url", help="drive this running server instead of starting one")
     parser.add_argument("--server-pid", type=int, help="its process id, for RSS and CPU")
+    parser.add_argument(
+        "--sample-s", type=float, default=30.0, help="RSS sampling period during a soak"
+    )
     parser.add_argument("--api-key", default=os.environ.get("AGENTRAG_BENCH_API_KEY"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
     args = parser.parse_args(argv)
