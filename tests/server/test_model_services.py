@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -178,6 +179,29 @@ def test_served_scores_equal_in_process_ones_through_cohere_clients(
         np.isclose(1 / (1 + np.exp(-r["score"])), t["score"], atol=1e-5)
         for r, t in zip(raw, tei, strict=True)
     )
+
+
+async def test_the_fast_path_and_the_fastapi_route_reply_alike(client: httpx.AsyncClient) -> None:
+    """A plain JSON body is answered before FastAPI (the single-query path); the same body as
+    `+json`, which only FastAPI reads, goes through the route. Their replies are the same, and a
+    body the fast path cannot take still gets the route's errors."""
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("/embed", {"inputs": QUERY}),
+        ("/embed", {"inputs": TEXTS, "normalize": False, "truncation_direction": "Left"}),
+        ("/v1/embeddings", {"input": TEXTS, "model": "mini", "encoding_format": "base64"}),
+        ("/embeddings", {"input": QUERY, "encoding_format": "float"}),
+        ("/embed", {"inputs": [QUERY], "dimensions": 12}),
+    ]
+    for path, body in bodies:
+        fast, routed = [
+            await client.post(path, content=orjson.dumps(body), headers={"content-type": kind})
+            for kind in ("application/json; charset=utf-8", "application/vnd.api+json")
+        ]
+        assert fast.status_code == routed.status_code, (path, body)
+        assert fast.json() == routed.json(), (path, body)
+    assert fast.status_code == 422 and "dimensions" in fast.json()["error"]
+    wrong_type = await client.post("/embed", json={"inputs": 42})
+    assert wrong_type.status_code == 422 and wrong_type.json()["error"].startswith("inputs")
 
 
 # -- batching across callers -------------------------------------------------------------------
