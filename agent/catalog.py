@@ -141,6 +141,7 @@ class Catalog:
             candidates=ctx.candidates,
             embed_query=self._vectors.embed_query,
             remember=self._vectors.remember_chunks,
+            groups=ctx.groups,
         )
 
     async def aclose(self) -> None:

@@ -26,6 +26,13 @@ class AgentContext:
         default=None, metadata=_doc("Collections the agent may search (default: all).")
     )
     tenant: str = field(default="public", metadata=_doc("Tenant whose documents are searched."))
+    groups: list[str] | None = field(
+        default=None,
+        metadata=_doc(
+            "The reader's groups: documents given groups are searched only by their members "
+            "(default: no restriction)."
+        ),
+    )
     generator_model: str | None = field(
         default=None, metadata=_doc("Model that writes answers (default: settings).")
     )

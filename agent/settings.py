@@ -106,6 +106,12 @@ class ApiKeySettings(BaseModel):
         default=None, description="Collections the key may use (default: all of its tenant)."
     )
     name: str = Field(default="", description="Who holds the key, for logs.")
+    groups: list[str] | None = Field(
+        default=None,
+        description="Groups the key's holder is in: documents given groups are read (and "
+        "deleted) only by keys in one of them; documents without groups by every key of the "
+        "tenant. None: every document of the tenant.",
+    )
 
 
 class Settings(BaseSettings):

@@ -35,6 +35,15 @@ def ingest(
         str | None, typer.Option(help="What the collection holds; used to route questions.")
     ] = None,
     tenant: TenantOpt = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Group that may read these documents (repeatable; default: everyone in the "
+            "tenant). A JSONL record's own `groups` win.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest .md .txt .html .pdf .docx .jsonl files; unchanged files are not re-embedded."""
@@ -53,6 +62,7 @@ def ingest(
                 description=description or (declared.description if declared else None),
                 tenant=tenant or settings.default_tenant,
                 progress=None if as_json else RichProgress(f"Embedding into {name}"),
+                groups=group,
             )
         finally:
             stack.close()

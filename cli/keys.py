@@ -22,6 +22,15 @@ def keys_create(
         typer.Option("--collection", "-c", help="Collection the key may use (repeatable)."),
     ] = None,
     name: Annotated[str, typer.Option(help="Who holds the key, for logs.")] = "",
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Group the key's holder is in (repeatable): documents given groups are read "
+            "only by keys in one of them.",
+        ),
+    ] = None,
 ) -> None:
     """Make a new API key: prints the key once, and the hashed entry for the configuration."""
     require_text("--tenant", tenant)
@@ -34,6 +43,10 @@ def keys_create(
         entry["collections"] = list(collection)
     if name:
         entry["name"] = name
+    if group:
+        for g in group:
+            require_text("--group", g)
+        entry["groups"] = sorted(set(group))
     err.print("[bold]API key[/] (shown once; give it to the client):")
     typer.echo(key)
     err.print(

@@ -43,6 +43,17 @@ class Document:
         return digest.hexdigest()[:32]
 
 
+def document_groups(metadata: dict[str, Any]) -> tuple[str, ...]:
+    """The groups a document is for (its `groups` metadata), sorted; none means everyone in its
+    tenant. Raises ValueError when `groups` is not a list of non-empty strings."""
+    groups = metadata.get("groups")
+    if groups is None:
+        return ()
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise ValueError('"groups" must be a list of non-empty strings')
+    return tuple(sorted({g.strip() for g in groups}))
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A token-bounded piece of a document, carrying its title and heading path."""

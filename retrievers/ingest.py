@@ -10,6 +10,7 @@ A file that cannot be read is skipped and listed in the report, never fatal.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from agent.errors import IngestError
 from retrievers.chunking import Chunker
-from retrievers.documents import Chunk, Document, SkippedFile
+from retrievers.documents import Chunk, Document, SkippedFile, document_groups
 from retrievers.embeddings import EmbeddingModel
 from retrievers.loaders import load_paths
 from retrievers.sparse import Bm25Encoder
@@ -29,6 +30,7 @@ from retrievers.store import (
     VectorStore,
     now_iso,
     point_id,
+    reader_scope,
 )
 
 _COUNT_GROUP = 512
@@ -74,6 +76,7 @@ class _PlannedDoc:
     doc_hash: str
     chunks: list[Chunk]
     ids: list[str]
+    groups: tuple[str, ...] = ()
 
 
 class ProgressSink(Protocol):
@@ -120,13 +123,19 @@ class Ingestor:
         description: str | None = None,
         tenant: str = "public",
         progress: ProgressSink | None = None,
+        groups: Sequence[str] | None = None,
     ) -> IngestReport:
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise IngestError(f"No such file or directory: {', '.join(missing)}")
         documents, skipped = load_paths([Path(p) for p in paths])
         report = self.ingest_documents(
-            documents, collection, description=description, tenant=tenant, progress=progress
+            documents,
+            collection,
+            description=description,
+            tenant=tenant,
+            progress=progress,
+            groups=groups,
         )
         report.skipped = skipped + report.skipped
         return report
@@ -139,7 +148,10 @@ class Ingestor:
         description: str | None = None,
         tenant: str = "public",
         progress: ProgressSink | None = None,
+        groups: Sequence[str] | None = None,
     ) -> IngestReport:
+        """`groups`: who may read the documents that name no `groups` of their own (default:
+        everyone in `tenant`)."""
         started = time.perf_counter()
         report = IngestReport(collection=collection, tenant=tenant)
         spec = CollectionSpec(
@@ -151,7 +163,8 @@ class Ingestor:
         if description and info.descriptions.get(tenant) != description:
             self.store.set_description(collection, description, tenant=tenant)
 
-        planned = self._plan(documents, tenant, report)
+        default = tuple(sorted({g.strip() for g in groups or () if g.strip()}))
+        planned = self._plan(documents, tenant, report, default)
         all_ids = [pid for plan in planned for pid in plan.ids]
         existing = self.store.existing_ids(collection, all_ids)
         changed = [p for p in planned if not all(pid in existing for pid in p.ids)]
@@ -199,21 +212,33 @@ class Ingestor:
         return report
 
     def _plan(
-        self, documents: Iterable[Document], tenant: str, report: IngestReport
+        self,
+        documents: Iterable[Document],
+        tenant: str,
+        report: IngestReport,
+        default_groups: tuple[str, ...] = (),
     ) -> list[_PlannedDoc]:
         planned: dict[str, _PlannedDoc] = {}
         for doc in documents:
+            try:
+                groups = document_groups(doc.metadata) or default_groups
+            except ValueError as error:
+                report.skipped.append(SkippedFile(doc.source, str(error)))
+                continue
             chunks = self.chunker.chunk(doc)
             if not chunks:
                 report.skipped.append(SkippedFile(doc.source, "no text to index"))
                 continue
             doc_hash = doc.content_hash()
+            if groups:  # who may read it is part of what is stored: a change re-stores it
+                doc_hash = hashlib.sha256(f"{doc_hash}|{','.join(groups)}".encode()).hexdigest()
+                doc_hash = doc_hash[:32]
             ids = [point_id(tenant, doc.doc_id, doc_hash, str(c.chunk_index)) for c in chunks]
             if doc.doc_id in planned:
                 report.skipped.append(
                     SkippedFile(doc.source, f"duplicate document id {doc.doc_id!r}: kept the last")
                 )
-            planned[doc.doc_id] = _PlannedDoc(doc, doc_hash, chunks, ids)
+            planned[doc.doc_id] = _PlannedDoc(doc, doc_hash, chunks, ids, groups)
         report.documents = len(planned)
         report.chunks_total = sum(len(p.chunks) for p in planned.values())
         return list(planned.values())
@@ -246,14 +271,17 @@ class Ingestor:
         doc_ids: Sequence[str] = (),
         sources: Sequence[str] = (),
         tenant: str = "public",
+        groups: Sequence[str] | None = None,
     ) -> int:
-        """Remove documents (e.g. files deleted from disk); returns how many chunks went."""
+        """Remove documents (e.g. files deleted from disk); returns how many chunks went.
+        `groups`: a reader limited to these removes only what it can read."""
         self.store.require(collection)
         removed = 0
+        scope = reader_scope(tenant, groups)
         for key, values in (("doc_id", list(doc_ids)), ("source", list(sources))):
             if not values:
                 continue
-            where = PayloadFilter(must={"tenant": tenant, key: values})
+            where = PayloadFilter(must={key: values}).and_(scope)
             count = self.store.count(collection, where)
             if count:
                 self.store.delete(collection, where)
@@ -273,6 +301,7 @@ def _payload(plan: _PlannedDoc, chunk: Chunk, tenant: str, ingested_at: str) -> 
         "text": chunk.text,
         "tenant": tenant,
         "ingested_at": ingested_at,
+        **({"groups": list(plan.groups)} if plan.groups else {}),
     }
 
 

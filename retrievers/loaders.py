@@ -30,7 +30,7 @@ from docx.text.paragraph import Paragraph
 from pypdf import PdfReader
 
 from agent.errors import AgentragError, IngestError
-from retrievers.documents import Document, Section, SkippedFile
+from retrievers.documents import Document, Section, SkippedFile, document_groups
 
 
 class LoaderError(AgentragError):
@@ -494,6 +494,7 @@ def _jsonl_document(line: str, resolved_path: str) -> Document:
     if title is not None and not isinstance(title, str):
         raise ValueError('"title" must be a string')
     doc_id = str(raw_id)
+    document_groups(record)
     return Document(
         doc_id=doc_id,
         source=f"{resolved_path}#{doc_id}",

@@ -54,8 +54,13 @@ def _condition(key: str, value: Scalar | Sequence[Scalar]) -> qe.FieldCondition:
 def to_edge_filter(where: PayloadFilter | None) -> qe.Filter | None:
     if where is None or where.is_empty:
         return None
+    must: list[Any] = [_condition(k, v) for k, v in where.must.items()]
+    must += [
+        qe.Filter(should=[qe.IsEmptyCondition(k), _condition(k, list(v))])
+        for k, v in where.unset_or.items()
+    ]
     return qe.Filter(
-        must=[_condition(k, v) for k, v in where.must.items()] or None,
+        must=must or None,
         must_not=[_condition(k, v) for k, v in where.must_not.items()] or None,
     )
 

@@ -50,9 +50,18 @@ def _condition(key: str, value: Scalar | Sequence[Scalar]) -> models.FieldCondit
 def to_qdrant_filter(where: PayloadFilter | None) -> models.Filter | None:
     if where is None or where.is_empty:
         return None
-    must: Any = [_condition(k, v) for k, v in where.must.items()] or None
+    must: list[Any] = [_condition(k, v) for k, v in where.must.items()]
+    must += [
+        models.Filter(
+            should=[
+                models.IsEmptyCondition(is_empty=models.PayloadField(key=k)),
+                _condition(k, list(v)),
+            ]
+        )
+        for k, v in where.unset_or.items()
+    ]
     must_not: Any = [_condition(k, v) for k, v in where.must_not.items()] or None
-    return models.Filter(must=must, must_not=must_not)
+    return models.Filter(must=must or None, must_not=must_not)
 
 
 def _dense_of(vector: Any) -> list[float] | None:

@@ -8,7 +8,14 @@ from typing import Any
 
 from retrievers.embeddings import EmbeddingModel
 from retrievers.sparse import Bm25Encoder
-from retrievers.store import PayloadFilter, QueryOptions, SearchHit, SearchMode, VectorStore
+from retrievers.store import (
+    PayloadFilter,
+    QueryOptions,
+    SearchHit,
+    SearchMode,
+    VectorStore,
+    reader_scope,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +74,21 @@ class HybridRetriever:
         mode: SearchMode = "hybrid",
         tenant: str | Sequence[str] | None = None,
         where: PayloadFilter | None = None,
+        groups: Sequence[str] | None = None,
     ) -> list[RetrievedChunk]:
-        """Top-k chunks; `tenant` is always applied as a filter when given."""
+        """Top-k chunks; `tenant` is always applied as a filter when given, and `groups` (a
+        reader's groups: documents of none of them are left out) too."""
         self.store.require(collection)
         dense = self.embeddings.embed_query(query) if mode in ("hybrid", "dense") else None
         return self.search_vectors(
-            query, collection, dense=dense, k=k, mode=mode, tenant=tenant, where=where
+            query,
+            collection,
+            dense=dense,
+            k=k,
+            mode=mode,
+            tenant=tenant,
+            where=where,
+            groups=groups,
         )
 
     def search_vectors(
@@ -86,13 +102,12 @@ class HybridRetriever:
         tenant: str | Sequence[str] | None = None,
         where: PayloadFilter | None = None,
         with_dense: bool = False,
+        groups: Sequence[str] | None = None,
     ) -> list[RetrievedChunk]:
         """Same as `search` with a precomputed query embedding (embed once, search many)."""
         sparse = self.sparse.encode_query(query) if mode in ("hybrid", "sparse") else None
-        # the tenant scope goes last: no other filter can widen or replace it
-        scope = (where or PayloadFilter()).and_(
-            PayloadFilter(must={"tenant": tenant}) if tenant else None
-        )
+        # the tenant and group scope goes last: no other filter can widen or replace it
+        scope = (where or PayloadFilter()).and_(reader_scope(tenant, groups))
         hits = self.store.query(
             collection,
             dense=dense if mode != "sparse" else None,

@@ -25,7 +25,7 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["rrf", "dbsf"]
 Scalar = str | int | bool
 
-INDEXED_KEYWORD_FIELDS = ("doc_id", "source", "title")
+INDEXED_KEYWORD_FIELDS = ("doc_id", "source", "title", "groups")
 """Payload fields with a keyword index besides `tenant` (which gets a tenant-optimised index)."""
 
 _POINT_NAMESPACE = uuid.UUID("3f1c54d6-8a0e-4b8e-9d6c-2f9b1a7e5c40")
@@ -61,21 +61,40 @@ class SearchHit:
 
 @dataclass(frozen=True, slots=True)
 class PayloadFilter:
-    """Conjunction of exact matches; a sequence value means "any of these"."""
+    """Conjunction of exact matches; a sequence value means "any of these".
+
+    `unset_or`: the key is unset (or an empty list) or holds one of these values: a document
+    with no `groups` is for everyone in its tenant, one with groups only for those groups."""
 
     must: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
     must_not: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
+    unset_or: Mapping[str, Sequence[Scalar]] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
-        return not self.must and not self.must_not
+        return not self.must and not self.must_not and not self.unset_or
 
     def and_(self, other: PayloadFilter | None) -> PayloadFilter:
         if other is None:
             return self
         return PayloadFilter(
-            must={**self.must, **other.must}, must_not={**self.must_not, **other.must_not}
+            must={**self.must, **other.must},
+            must_not={**self.must_not, **other.must_not},
+            unset_or={**self.unset_or, **other.unset_or},
         )
+
+
+def reader_scope(
+    tenant: str | Sequence[str] | None, groups: Sequence[str] | None
+) -> PayloadFilter | None:
+    """What a reader may see: its tenant's documents, and of those, when it has `groups`, the
+    ones for everyone (no groups) or for one of its groups."""
+    if not tenant and groups is None:
+        return None
+    return PayloadFilter(
+        must={"tenant": tenant} if tenant else {},
+        unset_or={"groups": list(groups)} if groups is not None else {},
+    )
 
 
 @dataclass(frozen=True, slots=True)

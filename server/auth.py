@@ -19,6 +19,9 @@ class Principal:
     tenant: str
     collections: frozenset[str] | None
     name: str = ""
+    groups: tuple[str, ...] | None = None
+    """None: reads every document of its tenant; else only those for everyone or for one of
+    these groups."""
 
     def allows(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
@@ -51,6 +54,7 @@ class KeyRing:
                     if entry.collections is not None
                     else None,
                     name=entry.name,
+                    groups=tuple(sorted(set(entry.groups))) if entry.groups is not None else None,
                 ),
             )
             for entry in settings.api_keys

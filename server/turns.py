@@ -53,6 +53,7 @@ async def begin_turn(
         effort=effort or "medium",  # type: ignore[arg-type]
         collections=allowed,
         tenant=caller.tenant,
+        groups=list(caller.groups) if caller.groups is not None else None,
     )
     return state.runs.start(
         message=message,

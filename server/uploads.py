@@ -16,8 +16,11 @@ from fastapi import UploadFile
 
 from agent.services import Services
 from agent.settings import Settings
+from retrievers.documents import Document, SkippedFile, document_groups
 from retrievers.parse_worker import ParseLimitError, parse_bounded
+from retrievers.store import PayloadFilter, reader_scope
 from server import schemas
+from server.errors import ApiError
 
 UPLOAD_PREFIX = "upload:"
 
@@ -31,11 +34,17 @@ def ingest_uploads(
     description: str | None,
     unsupported: list[str],
     stop: threading.Event | None = None,
+    groups: list[str] | None = None,
+    reader_groups: tuple[str, ...] | None = None,
 ) -> schemas.UploadReport:
     """`unsupported`: names of files not to read, reported as skipped. The files are read in a
     child process bounded by the server's `upload_parse_timeout_s` and
     `upload_parse_memory_mb`, stopped
-    when `stop` is set (`ParseLimitError`); nothing is stored unless they all were read."""
+    when `stop` is set (`ParseLimitError`); nothing is stored unless they all were read.
+
+    `groups`: who may read the documents that name none (default: the uploader's groups, or
+    everyone in the tenant). `reader_groups`: the uploader's own limit, if any; it may give
+    documents only to its groups, and never replace a document it cannot read."""
     with tempfile.TemporaryDirectory(prefix="agentrag-upload-") as tmp:
         paths: list[Path] = []
         names: dict[str, str] = {}
@@ -75,9 +84,14 @@ def ingest_uploads(
             )
             for doc in documents
         ]
+        given = list(groups) if groups else (list(reader_groups) if reader_groups else None)
+        kept, refused = _within_reach(renamed, given, reader_groups)
+        if reader_groups is not None:
+            _require_reachable(services, collection, tenant, reader_groups, kept)
         report = services.stack.ingestor.ingest_documents(
-            renamed, collection, description=description, tenant=tenant
+            kept, collection, description=description, tenant=tenant, groups=given
         )
+        report.skipped += refused
         services.catalog.forget()
     reasons = [
         {"file": _renamed(s.path, names), "reason": s.reason} for s in [*skipped, *report.skipped]
@@ -115,3 +129,51 @@ def _renamed(value: str, names: dict[str, str], prefix: str = "") -> str:
         if value.startswith(tmp_path):
             return prefix + name + value[len(tmp_path) :]
     return value
+
+
+def _within_reach(
+    documents: list[Document], default: list[str] | None, reader_groups: tuple[str, ...] | None
+) -> tuple[list[Document], list[SkippedFile]]:
+    """The documents an uploader limited to `reader_groups` may give to the groups they name
+    (or `default`); the others, skipped with the reason."""
+    if reader_groups is None:
+        return documents, []
+    kept: list[Document] = []
+    refused: list[SkippedFile] = []
+    for doc in documents:
+        try:
+            named = document_groups(doc.metadata) or tuple(default or ())
+        except ValueError as error:
+            refused.append(SkippedFile(doc.source, str(error)))
+            continue
+        outside = sorted(set(named) - set(reader_groups))
+        if outside:
+            refused.append(
+                SkippedFile(doc.source, f"this key may not give documents to {', '.join(outside)}")
+            )
+        else:
+            kept.append(doc)
+    return kept, refused
+
+
+def _require_reachable(
+    services: Services,
+    collection: str,
+    tenant: str,
+    reader_groups: tuple[str, ...],
+    documents: list[Document],
+) -> None:
+    """403 when an upload would replace a document its uploader cannot read."""
+    store = services.stack.store
+    ids = [d.doc_id for d in documents]
+    if not ids or not store.has_collection(collection):
+        return
+    same = PayloadFilter(must={"tenant": tenant, "doc_id": ids})
+    if store.count(collection, same) > store.count(
+        collection, same.and_(reader_scope(tenant, reader_groups))
+    ):
+        raise ApiError(
+            403,
+            "document_not_visible",
+            "The upload would replace a document this key cannot read.",
+        )

@@ -67,7 +67,9 @@ class CollectionSearch:
         candidates: int = 24,
         embed_query: QueryEmbedder | None = None,
         remember: Callable[[dict[str, list[float]]], None] | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
+        self.groups = groups
         self.retriever = retriever
         self.reranker = reranker
         self.info = info
@@ -92,6 +94,7 @@ class CollectionSearch:
             k=k if by_vectors is not None else max(k, self.candidates),
             mode="hybrid",
             tenant=self.tenant,
+            groups=self.groups,
             with_dense=True,
         )
         if not chunks:
@@ -152,6 +155,7 @@ class CollectionSearch:
                 k=QUALIFIED_CANDIDATES,
                 mode="sparse",
                 tenant=self.tenant,
+                groups=self.groups,
                 where=skip,
             )
             docs = [
@@ -202,6 +206,7 @@ class CollectionSearch:
                     k=1,
                     mode="sparse",
                     tenant=self.tenant,
+                    groups=self.groups,
                     where=PayloadFilter(must_not={"doc_id": skip}) if skip else None,
                     with_dense=True,
                 )
@@ -236,6 +241,7 @@ class CollectionSearch:
             k=k,
             mode="dense",
             tenant=self.tenant,
+            groups=self.groups,
             where=where.and_(skip),
             with_dense=True,
         )

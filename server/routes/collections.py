@@ -63,8 +63,19 @@ async def upload_documents(
     caller: Caller,
     files: Annotated[list[UploadFile], File(description="One or more documents.")],
     description: Annotated[str | None, Form()] = None,
+    groups: Annotated[
+        str | None,
+        Form(
+            description="Comma-separated groups that may read these documents (default: the "
+            "key's groups, or everyone in the tenant); a JSONL record's own `groups` win."
+        ),
+    ] = None,
 ) -> schemas.UploadReport:
     _require_writable(name, caller)
+    given = [g.strip() for g in (groups or "").split(",") if g.strip()] or None
+    if given and caller.groups is not None and not set(given) <= set(caller.groups):
+        outside = ", ".join(sorted(set(given) - set(caller.groups)))
+        raise ApiError(403, "forbidden_group", f"This key may not give documents to {outside}.")
     if len(files) > state.settings.max_upload_files:
         raise ApiError(
             413,
@@ -96,6 +107,8 @@ async def upload_documents(
             description,
             unsupported,
             stop,
+            given,
+            caller.groups,
         )
     except ParseLimitError as exc:
         if exc.reason == "stopped":
@@ -128,6 +141,7 @@ async def delete_document(name: str, doc_id: str, state: State, caller: Caller) 
             name,
             doc_ids=[doc_id],
             tenant=caller.tenant,
+            groups=caller.groups,
         )
     except AgentragError:
         raise ApiError(404, "document_not_found", f"No document {doc_id!r} in {name!r}.") from None

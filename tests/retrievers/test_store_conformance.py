@@ -19,6 +19,7 @@ from retrievers.store import (
     StoredPoint,
     VectorStore,
     point_id,
+    reader_scope,
 )
 
 SPEC = CollectionSpec(dense_dim=4, description="test docs", embedding_model="toy")
@@ -191,6 +192,44 @@ def test_tenant_filter_applies_in_every_mode(filled: VectorStore, mode: str) -> 
     assert ids(acme) == ["three"]
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_a_reader_with_groups_sees_documents_for_everyone_and_for_its_groups(
+    store: VectorStore, mode: str
+) -> None:
+    store.create_collection("docs", SPEC)
+    store.upsert(
+        "docs",
+        [
+            *POINTS[:3],  # no groups: for everyone in the tenant
+            StoredPoint(
+                point_id("hr"),
+                [0.8, 0.2, 0, 0],
+                SparseVector([1, 3], [1.0, 1.0]),
+                {"doc_id": "h", "tenant": "public", "text": "hr only", "groups": ["hr"]},
+            ),
+            StoredPoint(
+                point_id("both"),
+                [0.7, 0.3, 0, 0],
+                SparseVector([1, 3], [1.0, 1.0]),
+                {"doc_id": "b2", "tenant": "public", "text": "hr+eng", "groups": ["eng", "hr"]},
+            ),
+        ],
+    )
+    dense = [1, 0.2, 0, 0] if mode != "sparse" else None
+    sparse = SparseVector([1], [1.0]) if mode != "dense" else None
+
+    def seen(groups: list[str] | None) -> set[str]:
+        where = reader_scope("public", groups)
+        return set(ids(store.query("docs", dense=dense, sparse=sparse, limit=10, where=where)))
+
+    everyone = {"zero", "one", "two"}
+    assert seen(None) == everyone | {"hr only", "hr+eng"}
+    assert seen(["eng"]) == everyone | {"hr+eng"}
+    assert seen(["hr", "ops"]) == everyone | {"hr only", "hr+eng"}
+    assert seen([]) == everyone
+    assert store.count("docs", reader_scope("public", ["eng"])) == 4
+
+
 def test_delete_by_filter(filled: VectorStore) -> None:
     filled.delete("docs", PayloadFilter(must={"doc_id": "a"}))
     assert filled.count("docs") == 2
@@ -280,7 +319,7 @@ def test_server_collection_of_an_earlier_version_gets_its_missing_indexes(
     )
     assert ids(store.query("docs", dense=[1, 0, 0, 0], limit=1)) == ["zero"]
     store.query("docs", dense=[0, 1, 0, 0], limit=1)
-    assert created == [("docs", "title")]
+    assert created == [("docs", "title"), ("docs", "groups")]
     store.close()
 
 
