@@ -41,6 +41,8 @@ from server.persistence import ThreadIndex, store_errors, title_of
 THREAD_STORE_ERRORS = store_errors()
 
 END = None
+FINISHED_KEPT_S = 300.0
+"""How long a finished run's id still answers a cancel (with "not cancelled") rather than 404."""
 CONSUMER_WAIT_S = 2.0
 """Longest a run waits for its stream to open before it starts anyway."""
 
@@ -134,6 +136,11 @@ class RunManager:
         self._turn_s = 0.0
         """Moving average of a turn's time in its slot, for Retry-After."""
         self.runs: dict[str, Run] = {}
+        """Runs in progress."""
+        self._finished: dict[str, str] = {}
+        """Runs finished in the last `FINISHED_KEPT_S`, and their tenant: enough to answer a late
+        cancel ("already finished") without holding each turn's answer and events for minutes
+        (under sustained load that held about 100 MB)."""
         self._busy_threads: dict[str, str] = {}
         """Threads with a run in progress, and their tenant."""
 
@@ -162,7 +169,11 @@ class RunManager:
 
     def get(self, run_id: str, tenant: str) -> Run | None:
         run = self.runs.get(run_id)
-        return run if run is not None and run.tenant == tenant else None
+        if run is not None:
+            return run if run.tenant == tenant else None
+        if self._finished.get(run_id) == tenant:
+            return Run(run_id=run_id, thread_id="", tenant=tenant, effort="", finished=True)
+        return None
 
     def start(
         self,
@@ -272,7 +283,12 @@ class RunManager:
             self._pending.discard(run.run_id)
             run.finished = True
             run.queue.put_nowait(END)
-            asyncio.get_running_loop().call_later(300, self.runs.pop, run.run_id, None)
+            # whoever streams or awaits the run holds it; the table keeps only that it finished
+            self.runs.pop(run.run_id, None)
+            self._finished[run.run_id] = run.tenant
+            asyncio.get_running_loop().call_later(
+                FINISHED_KEPT_S, self._finished.pop, run.run_id, None
+            )
 
     @contextlib.asynccontextmanager
     async def _turn_slot(self, run: Run) -> AsyncIterator[None]:

@@ -302,3 +302,19 @@ def test_judge_output_never_reaches_the_token_stream(
     tokens = "".join(e["text"] for e in events if e["type"] == "token")
     assert tokens == done["answer"] == ANSWER
     assert "JUDGE-ONLY" not in tokens and "PLANNER-ONLY" not in tokens
+
+
+def test_a_finished_run_answers_a_late_cancel_only_to_its_tenant(
+    keyed_client: TestClient,
+) -> None:
+    owner = {"Authorization": "Bearer ar-public-key"}
+    reply = keyed_client.post(
+        "/v1/chat", json={"message": QUESTION, "stream": False}, headers=owner
+    )
+    run_id = reply.json()["run_id"]
+    late = keyed_client.post(f"/v1/runs/{run_id}/cancel", headers=owner)
+    assert late.status_code == 200 and late.json() == {"run_id": run_id, "cancelled": False}
+    other = keyed_client.post(
+        f"/v1/runs/{run_id}/cancel", headers={"Authorization": "Bearer ar-alpha-key"}
+    )
+    assert other.status_code == 404
