@@ -11,13 +11,14 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
-from agent.errors import CollectionNotFoundError, StoreError
+from agent.errors import AgentragError, CollectionNotFoundError, StoreError
 from agent.settings import validate_collection_name
 from retrievers.store import (
     DENSE,
@@ -42,6 +43,21 @@ logger = logging.getLogger("agentrag.store")
 _META_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _ID_BATCH = 1024
+
+
+@contextmanager
+def _writing(root: Path, name: str) -> Iterator[None]:
+    """A write the disk refused (a directory made read-only, a full disk) as a `StoreError`
+    that says so, rather than qdrant-edge's runtime error or a bare OSError."""
+    try:
+        yield
+    except AgentragError:
+        raise
+    except Exception as exc:
+        raise StoreError(
+            f"Cannot write collection {name!r} under {root}: {exc}. Check that the data "
+            "directory is writable and has free space."
+        ) from exc
 
 
 def _condition(key: str, value: Scalar | Sequence[Scalar]) -> qe.FieldCondition:
@@ -152,7 +168,7 @@ class EmbeddedQdrantStore(VectorStore):
         return (self._dir(name) / _META_FILE).is_file()
 
     def create_collection(self, name: str, spec: CollectionSpec) -> None:
-        with self._lock:
+        with _writing(self.root, name), self._lock:
             if self.has_collection(name):
                 raise StoreError(f"Collection {name!r} already exists.")
             directory = self._dir(name)
@@ -194,11 +210,11 @@ class EmbeddedQdrantStore(VectorStore):
         )
 
     def set_description(self, name: str, description: str, tenant: str | None = None) -> None:
-        with self._lock:
+        with _writing(self.root, name), self._lock:
             self._write_meta(name, with_description(self._meta(name), description, tenant))
 
     def drop_collection(self, name: str) -> None:
-        with self._lock:
+        with _writing(self.root, name), self._lock:
             if not self.has_collection(name):
                 raise CollectionNotFoundError(name, self._names())
             shard = self._shards.pop(name, None)
@@ -208,18 +224,22 @@ class EmbeddedQdrantStore(VectorStore):
 
     # -- points --------------------------------------------------------------------------------
     def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
-        if not points:
-            return
-        edge_points = [
-            qe.Point(
-                p.id,
-                {DENSE: list(p.dense), SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values)},
-                p.payload,
-            )
-            for p in points
-        ]
-        shard = self._shard(name)
-        shard.update(qe.UpdateOperation.upsert_points(edge_points))
+        with _writing(self.root, name):
+            if not points:
+                return
+            edge_points = [
+                qe.Point(
+                    p.id,
+                    {
+                        DENSE: list(p.dense),
+                        SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values),
+                    },
+                    p.payload,
+                )
+                for p in points
+            ]
+            shard = self._shard(name)
+            shard.update(qe.UpdateOperation.upsert_points(edge_points))
 
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         shard = self._shard(name)
@@ -231,12 +251,13 @@ class EmbeddedQdrantStore(VectorStore):
         return found
 
     def delete(self, name: str, where: PayloadFilter) -> None:
-        edge_filter = to_edge_filter(where)
-        if edge_filter is None:
-            raise StoreError(
-                "Refusing to delete with an empty filter; drop the collection instead."
-            )
-        self._shard(name).update(qe.UpdateOperation.delete_points_by_filter(edge_filter))
+        with _writing(self.root, name):
+            edge_filter = to_edge_filter(where)
+            if edge_filter is None:
+                raise StoreError(
+                    "Refusing to delete with an empty filter; drop the collection instead."
+                )
+            self._shard(name).update(qe.UpdateOperation.delete_points_by_filter(edge_filter))
 
     def count(self, name: str, where: PayloadFilter | None = None) -> int:
         return int(
@@ -306,9 +327,10 @@ class EmbeddedQdrantStore(VectorStore):
         ]
 
     def optimize(self, name: str) -> None:
-        shard = self._shard(name)
-        shard.flush()
-        shard.optimize()
+        with _writing(self.root, name):
+            shard = self._shard(name)
+            shard.flush()
+            shard.optimize()
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from agent.errors import AgentragError, ConfigError, IngestError
+from agent.errors import (
+    AgentragError,
+    CollectionNotFoundError,
+    ConfigError,
+    IngestError,
+    StoreError,
+)
 from agent.settings import validate_collection_name
 from retrievers.loaders import SUPPORTED_SUFFIXES
 from retrievers.parse_worker import ParseLimitError
@@ -33,6 +39,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": schemas.ErrorResponse},
     415: {"model": schemas.ErrorResponse},
     422: {"model": schemas.ErrorResponse},
+    503: {"model": schemas.ErrorResponse},
 }
 
 
@@ -117,6 +124,8 @@ async def upload_documents(
         raise ApiError(413, "upload_too_slow", str(exc)) from None
     except IngestError as exc:
         raise ApiError(422, "unreadable_upload", str(exc)) from None
+    except StoreError as exc:
+        raise _store_unavailable(exc) from None
     finally:
         watcher.cancel()
 
@@ -143,6 +152,12 @@ async def delete_document(name: str, doc_id: str, state: State, caller: Caller) 
             tenant=caller.tenant,
             groups=caller.groups,
         )
+    except StoreError as exc:
+        if isinstance(exc, CollectionNotFoundError):
+            raise ApiError(
+                404, "document_not_found", f"No document {doc_id!r} in {name!r}."
+            ) from None
+        raise _store_unavailable(exc) from None
     except AgentragError:
         raise ApiError(404, "document_not_found", f"No document {doc_id!r} in {name!r}.") from None
     if not removed:
@@ -158,3 +173,12 @@ def _require_writable(name: str, caller: Principal) -> None:
         raise ApiError(422, "invalid_collection_name", str(exc)) from None
     if not caller.allows(name):
         raise ApiError(403, "forbidden_collection", f"This key may not use collection {name!r}.")
+
+
+def _store_unavailable(exc: StoreError) -> ApiError:
+    """The store refused a write (a read-only or full disk, a server down): 503, the detail
+    (paths, addresses) in the log only."""
+    log(logging.WARNING, "store write failed", error=str(exc))
+    return ApiError(
+        503, "store_unavailable", "The document store cannot take writes now; try again later."
+    )

@@ -6,10 +6,13 @@ show each dependency's circuit."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,4 +327,41 @@ def test_a_locked_thread_database_ends_the_turn_with_a_clear_error(
             holder.execute("ROLLBACK")
             holder.close()
         assert turn(client)[-1]["type"] == "done", "once the lock goes, turns are kept again"
+    services.close()
+
+
+def _immutable(root: Path, on: bool) -> bool:
+    """Make every directory under `root` immutable (`chattr +i`: even root cannot create files
+    there), or undo it; False where the file system or the user cannot."""
+    flag = "+i" if on else "-i"
+    dirs = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    done = subprocess.run(["chattr", flag, *map(str, dirs)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_store_directory_that_became_unwritable_refuses_uploads_and_still_answers(
+    llm: ScriptedLLM, agent_settings: Settings, minilm: LocalEmbeddings
+) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    settings = fault_settings(agent_settings, llm_base_url=llm.base_url)
+    services = served(settings, minilm)
+    store_root = settings.data_dir / "qdrant"
+    assert store_root.is_dir()
+    with TestClient(create_app(settings, services)) as client:
+        assert turn(client)[-1]["type"] == "done"  # the collections are open
+        if not _immutable(store_root, True):
+            pytest.skip("this file system or user cannot make directories immutable")
+        try:
+            upload = client.post(
+                "/v1/collections/fresh/documents",
+                files=[("files", ("mars.md", b"# Mars\n\nMars is red.\n", "text/markdown"))],
+            )
+            assert upload.status_code == 503, upload.text
+            assert upload.json()["error"]["code"] == "store_unavailable"
+            assert str(store_root) not in upload.text
+            last = turn(client)[-1]
+            assert last["type"] == "done", last
+        finally:
+            _immutable(store_root, False)
     services.close()
