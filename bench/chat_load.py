@@ -381,6 +381,7 @@ async def drive(
         report["server_before"] = server.snapshot() if server else None
         llm_before = await _llm_stats(http, llm_stats_url)
         buckets_before = await first_event_buckets(http, base_url, headers)
+        tasks_before = await loop_tasks(http, base_url, headers)
         client_cpu_before = _own_cpu_s()
 
         start = asyncio.Event()
@@ -412,6 +413,9 @@ async def drive(
         report["server_after"] = server.snapshot() if server else None
         llm_after = await _llm_stats(http, llm_stats_url)
         buckets_after = await first_event_buckets(http, base_url, headers)
+        # the runs' last bookkeeping ends just after their streams: let it finish first
+        await asyncio.sleep(1.0)
+        report["loop_tasks"] = [tasks_before, await loop_tasks(http, base_url, headers)]
     if buckets_before is not None and buckets_after is not None:
         delta = {le: buckets_after[le] - buckets_before.get(le, 0) for le in buckets_after}
         report["server_first_event"] = {
@@ -485,6 +489,17 @@ async def healthz_burst(base_url: str, n: int, headers: dict[str, str]) -> dict[
         "p50_ms": _ms(times[len(times) // 2]),
         "p95_ms": _ms(times[max(0, int(len(times) * 0.95) - 1)]),
     }
+
+
+async def loop_tasks(http: httpx.AsyncClient, base_url: str, headers: dict[str, str]) -> int | None:
+    """Tasks alive on the server's event loop (its /metrics gauge), or None."""
+    response = await http.get(f"{base_url}/metrics", headers=headers)
+    if response.status_code != 200:
+        return None
+    for line in response.text.splitlines():
+        if line.startswith("agentrag_event_loop_tasks "):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return None
 
 
 async def first_event_buckets(
@@ -614,6 +629,9 @@ def render(report: dict[str, Any]) -> str:
             f"descriptors {soak['open_fds'][0]} -> {soak['open_fds'][1]}, threads "
             f"{soak['threads'][0]} -> {soak['threads'][1]}"
         )
+        tasks = report.get("loop_tasks") or [None, None]
+        if tasks[0] is not None:
+            lines.append(f"- tasks on the server's event loop: {tasks[0]} -> {tasks[1]}")
         if soak.get("rss_growth_after_first_minute_pct") is not None:
             series = ", ".join(f"{s['t_s']:.0f} s {s['rss_mb']}" for s in report["rss_series"])
             lines.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -60,6 +61,21 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(CircuitCollector())
+        self.registry.register(TaskCollector())
+
+
+class TaskCollector(Collector):
+    """Tasks alive on the server's event loop, read at each scrape: a count that keeps rising
+    under steady load is a task leak (`bench/chat_load.py` reads it before and after)."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside the loop (a test's registry read)
+            return
+        yield GaugeMetricFamily(
+            "agentrag_event_loop_tasks", "Tasks alive on the server's event loop.", value=tasks
+        )
 
 
 class CircuitCollector(Collector):

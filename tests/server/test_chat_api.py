@@ -318,3 +318,12 @@ def test_a_finished_run_answers_a_late_cancel_only_to_its_tenant(
         f"/v1/runs/{run_id}/cancel", headers={"Authorization": "Bearer ar-alpha-key"}
     )
     assert other.status_code == 404
+
+
+def test_metrics_count_the_event_loop_tasks(client: TestClient) -> None:
+    chat_stream(client)
+    lines = client.get("/metrics").text.splitlines()
+    tasks = [
+        float(line.split()[1]) for line in lines if line.startswith("agentrag_event_loop_tasks ")
+    ]
+    assert tasks and tasks[0] >= 1

@@ -365,3 +365,36 @@ def test_a_store_directory_that_became_unwritable_refuses_uploads_and_still_answ
         finally:
             _immutable(store_root, False)
     services.close()
+
+
+def test_a_qdrant_server_that_starts_dropping_connections_fails_searches_as_store_errors(
+    agent_settings: Settings,
+) -> None:
+    """Reached once, then gone: every later call is a `StoreError` (the turn's
+    `dependency_unavailable`), and after `circuit_failures` the circuit stops trying."""
+    from qdrant_client import QdrantClient
+
+    from agent.errors import StoreError
+    from agent.resilience import dependency_states, transports_for
+    from retrievers.qdrant_server import _Guarded
+
+    proxy = DroppingProxy()
+    try:
+        settings = fault_settings(agent_settings, vector_store="server", qdrant_url=proxy.url)
+        client = QdrantClient(
+            url=proxy.url,
+            timeout=2,
+            transport=transports_for(settings, "qdrant", proxy.url)[0],
+            check_compatibility=False,
+        )
+        store = QdrantServerStore(_Guarded(client, proxy.url), is_local=False)  # type: ignore[arg-type]
+        for _ in range(2):
+            with pytest.raises(StoreError, match="failed"):
+                store.query("docs", dense=[1.0, 0.0], limit=3)
+        accepted = proxy.accepted
+        with pytest.raises(StoreError):
+            store.query("docs", dense=[1.0, 0.0], limit=3)
+        assert proxy.accepted == accepted, "an open circuit does not call"
+        assert dependency_states()["qdrant"].state == "open"
+    finally:
+        proxy.close()
