@@ -5,11 +5,12 @@ The LLM, the embedding and rerank services, Qdrant and web search are all reache
 so one transport wraps them all (`ResilientTransport`, `ResilientAsyncTransport`):
 
 - **Retries** where they are safe: a connection that could not be made or was dropped before a
-  reply, and 429/502/503/504 replies (which say "not now"), up to `retries` more times, waiting
+  reply, and 429/502/503 replies (which say "not now"), up to `retries` more times, waiting
   `backoff_s * 2**n` with full jitter, or what `Retry-After` asks (capped). A request that timed
   out waiting for its reply is not retried: the endpoint is slow, and trying again doubles the
   wait. A reply's body is never retried: a stream that broke half way cannot be resumed.
-- **A circuit breaker**: after `failures` failed calls in a row (after their retries) the
+- **A circuit breaker**: after `failures` failed calls in a row (after their retries; a 5xx,
+  a connection or timeout error, a body broken while read; not a 4xx or 429) the
   endpoint is left alone for `reset_s`; calls meanwhile fail at once with `CircuitOpenError`
   rather than each waiting out its own timeout. Then one trial call goes through: success closes
   the circuit, failure opens it again. A stream counts when it ends: headers followed by a stall
@@ -46,8 +47,10 @@ CircuitState = Literal["closed", "open", "half_open"]
 STATE_VALUES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2}
 """Gauge values of `agentrag_dependency_circuit_state`: higher is worse."""
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-"""Replies that say "not now": the request did not run, or may run again safely."""
+RETRY_STATUSES = frozenset({429, 502, 503})
+"""Replies that say "not now": the request did not run, or may run again safely. A 504 is not
+among them: the upstream timed out and may still be working, and trying again doubles the
+wait."""
 RETRY_AFTER_CAP_S = 8.0
 """The longest a `Retry-After` is honoured: longer, and the turn waiting on it is better failed."""
 
@@ -101,6 +104,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._trial_out = False
+        self._trial_at = 0.0
         self.failures_total = 0
         self.retries_total = 0
         self.rejected_total = 0
@@ -117,11 +121,14 @@ class CircuitBreaker:
         return self._state
 
     def acquire(self) -> None:
-        """Raise `CircuitOpenError` unless a call may go out now (in half open, only one)."""
+        """Raise `CircuitOpenError` unless a call may go out now (in half open, only one; a
+        trial that has not settled within `reset_s` is taken as lost, and another may go)."""
         with self._lock:
             state = self._current()
-            if state == "closed" or (state == "half_open" and not self._trial_out):
+            stale = self._trial_out and self.clock() - self._trial_at >= self.reset_s
+            if state == "closed" or (state == "half_open" and (not self._trial_out or stale)):
                 self._trial_out = state == "half_open"
+                self._trial_at = self.clock()
                 return
             self.rejected_total += 1
             wait = max(0.0, self.reset_s - (self.clock() - self._opened_at))
@@ -255,59 +262,80 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _failed(status: int) -> bool:
-    return status >= 500 or status == 429
+    """A reply that says the endpoint is failing. A 429 is not: the endpoint is up and pacing
+    one caller (one role's rate limit must not stop every model on the host)."""
+    return status >= 500
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class _TrackedSyncStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, circuit: CircuitBreaker) -> None:
-        self._inner, self._circuit, self._settled = inner, circuit, False
+def _failed_call(circuit: CircuitBreaker, exc: Exception) -> None:
+    """A call that raised: the endpoint's failure, except a full local connection pool (this
+    process is busy, the endpoint may be fine)."""
+    if isinstance(exc, httpx.PoolTimeout | CircuitOpenError):
+        circuit.release()
+    else:
+        circuit.failure(_describe(exc))
 
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self._inner
-        except Exception as exc:
-            self._settle(_describe(exc))
-            raise
-        self._settle(None)
+
+class _Tracked:
+    """What a reply's body tells the breaker: read to its end, or closed by its reader after
+    some bytes (an SSE client stops at `[DONE]`), it answered; broken while read, it failed;
+    closed before any byte, it says nothing (the caller went away)."""
+
+    def __init__(self, circuit: CircuitBreaker) -> None:
+        self._circuit, self._settled, self._got_bytes = circuit, False, False
 
     def _settle(self, error: str | None) -> None:
         if not self._settled:
             self._settled = True
             self._circuit.failure(error) if error else self._circuit.success()
 
-    def close(self) -> None:
+    def _closed(self) -> None:
         if not self._settled:
             self._settled = True
-            self._circuit.release()
-        self._inner.close()
+            self._circuit.success() if self._got_bytes else self._circuit.release()
 
 
-class _TrackedAsyncStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, circuit: CircuitBreaker) -> None:
-        self._inner, self._circuit, self._settled = inner, circuit, False
+class _TrackedSyncStream(_Tracked, httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, circuit: CircuitBreaker) -> None:
+        super().__init__(circuit)
+        self._inner = inner
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __iter__(self) -> Iterator[bytes]:
         try:
-            async for chunk in self._inner:
+            for chunk in self._inner:
+                self._got_bytes = True
                 yield chunk
         except Exception as exc:
             self._settle(_describe(exc))
             raise
         self._settle(None)
 
-    def _settle(self, error: str | None) -> None:
-        if not self._settled:
-            self._settled = True
-            self._circuit.failure(error) if error else self._circuit.success()
+    def close(self) -> None:
+        self._closed()
+        self._inner.close()
+
+
+class _TrackedAsyncStream(_Tracked, httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, circuit: CircuitBreaker) -> None:
+        super().__init__(circuit)
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                self._got_bytes = True
+                yield chunk
+        except Exception as exc:
+            self._settle(_describe(exc))
+            raise
+        self._settle(None)
 
     async def aclose(self) -> None:
-        if not self._settled:
-            self._settled = True
-            self._circuit.release()
+        self._closed()
         await self._inner.aclose()
 
 
@@ -337,7 +365,7 @@ class ResilientTransport(httpx.BaseTransport):
                     self._sleep(self.policy.delay(attempt, None))
                     attempt += 1
                     continue
-                self.circuit.failure(_describe(exc))
+                _failed_call(self.circuit, exc)
                 raise
             if response.status_code in RETRY_STATUSES and attempt < self.policy.retries:
                 response.close()
@@ -386,7 +414,7 @@ class ResilientAsyncTransport(httpx.AsyncBaseTransport):
                         await asyncio.sleep(self.policy.delay(attempt, None))
                         attempt += 1
                         continue
-                    self.circuit.failure(_describe(exc))
+                    _failed_call(self.circuit, exc)
                     raise
                 if response.status_code in RETRY_STATUSES and attempt < self.policy.retries:
                     await response.aclose()

@@ -7,6 +7,7 @@ collections, and the agent's own retrieve node calls the very same tool.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
@@ -20,6 +21,8 @@ from retrievers.rerank import EmbeddingReranker, Reranker, RerankError
 from retrievers.search import HybridRetriever, RetrievedChunk
 from retrievers.similarity import cosine
 from retrievers.store import CollectionInfo, PayloadFilter
+
+logger = logging.getLogger("agentrag.search")
 
 
 class SearchArgs(BaseModel):
@@ -113,7 +116,8 @@ class CollectionSearch:
         except RerankError as exc:
             # the fused hybrid order stands, scored by cosine as without a cross-encoder: a
             # turn answers less well rather than not at all, and says so (`rerank_skipped`)
-            note_skipped("rerank_skipped", str(exc))
+            logger.warning("rerank skipped: %s", exc)  # the detail names internal addresses
+            note_skipped("rerank_skipped", "the rerank service failed; hybrid search order kept")
             return [
                 chunk_record(c, cosine(vector, c.dense) if c.dense is not None else 0.0, i)
                 for i, c in enumerate(chunks[:k])

@@ -222,3 +222,50 @@ def test_skipped_steps_are_collected_from_tasks_and_only_once() -> None:
 
     assert asyncio.run(main()) == [("rerank_skipped", "down")]
     note_skipped("rerank_skipped", "nobody listening")  # outside a collection: ignored
+
+
+def test_a_stream_its_reader_closes_after_some_bytes_is_a_success() -> None:
+    """An SSE client stops reading at `[DONE]` and closes the reply: that closes a half-open
+    circuit; a reply closed before any byte says nothing."""
+    clock = Clock()
+    circuit = CircuitBreaker("llm", "http://dep.test", failures=1, reset_s=5, clock=clock)
+    circuit.failure("HTTP 500")
+    clock.now += 5
+    body = httpx.MockTransport(lambda r: httpx.Response(200, content=b"data: [DONE]\n\n" * 50))
+    with client(body, circuit) as c:
+        with c.stream("POST", "/v1/chat") as response:
+            next(response.iter_raw(16))
+        assert circuit.state == "closed"
+        circuit.failure("HTTP 500")
+        clock.now += 5
+        with c.stream("POST", "/v1/chat"):
+            pass  # closed unread
+        assert circuit.state == "half_open"
+        c.get("/")  # the trial was freed, so this one goes out
+
+
+def test_a_trial_that_never_settles_is_taken_as_lost_after_reset_s() -> None:
+    clock = Clock()
+    circuit = CircuitBreaker("llm", "http://dep.test", failures=1, reset_s=10, clock=clock)
+    circuit.failure("HTTP 500")
+    clock.now += 10
+    circuit.acquire()  # a trial whose reply is never closed
+    with pytest.raises(CircuitOpenError):
+        circuit.acquire()
+    clock.now += 10
+    circuit.acquire()
+
+
+def test_a_504_is_not_retried_and_a_429_is_not_a_failure() -> None:
+    inner, served = scripted(504)
+    circuit = CircuitBreaker("llm", "http://dep.test", failures=1)
+    with client(inner, circuit) as c:
+        assert c.post("/v1/chat").status_code == 504
+    assert len(served) == 1 and circuit.state == "open"
+
+    inner, served = scripted(429)
+    circuit = CircuitBreaker("llm", "http://dep.test", failures=1)
+    with client(inner, circuit) as c:
+        assert c.post("/v1/chat").status_code == 429
+    assert len(served) == 3, "retried twice"
+    assert circuit.state == "closed", "a rate limit does not open the circuit"
