@@ -30,6 +30,10 @@ class CollectionNotFoundError(StoreError):
         self.name = name
 
 
+class CollectionMismatchError(StoreError):
+    """A collection was built for another embedding model (another vector size)."""
+
+
 class EmbeddingError(AgentragError):
     """The embedding model could not be loaded or the embedding service failed."""
 

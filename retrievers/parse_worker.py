@@ -11,6 +11,7 @@ its caller stops waiting (the client went away). Either way nothing keeps runnin
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import resource
@@ -29,6 +30,13 @@ from retrievers.loaders import load_paths
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 0.05
 """How often the parent looks at the child, the deadline and the stop signal."""
+MAX_READERS = 2
+"""Children reading uploads at once (each may use `memory_mb`); more uploads wait their turn,
+their wait counted in their time limit."""
+CPU_GRACE_S = 5
+"""CPU seconds a child may use past its deadline before the kernel ends it (it is killed at
+the deadline; this ends it when nobody is left to)."""
+_READERS = threading.BoundedSemaphore(MAX_READERS)
 
 
 class ParseLimitError(IngestError):
@@ -51,50 +59,72 @@ def parse_bounded(
 
     A file that alone needs more memory than the cap is skipped with that reason; the others
     are parsed."""
+    deadline = time.monotonic() + timeout_s
+    while not _READERS.acquire(timeout=POLL_S):  # at most MAX_READERS children at once
+        _check(stop, deadline, timeout_s)
+    try:
+        return _parse_in_child(paths, deadline, timeout_s, memory_mb, stop)
+    finally:
+        _READERS.release()
+
+
+def _check(stop: threading.Event | None, deadline: float, timeout_s: float) -> None:
+    if stop is not None and stop.is_set():
+        raise ParseLimitError("Reading stopped: the client went away.", reason="stopped")
+    if time.monotonic() > deadline:
+        raise ParseLimitError(
+            f"Reading the upload took longer than {timeout_s:g} s "
+            "(AGENTRAG_UPLOAD_PARSE_TIMEOUT_S); split it or simplify it.",
+            reason="time",
+        )
+
+
+def _parse_in_child(
+    paths: Sequence[Path],
+    deadline: float,
+    timeout_s: float,
+    memory_mb: int,
+    stop: threading.Event | None,
+) -> tuple[list[Document], list[SkippedFile]]:
     with tempfile.TemporaryDirectory(prefix="agentrag-parse-") as tmp:
         out = Path(tmp) / "parsed.pickle"
         log = Path(tmp) / "stderr.txt"
-        errors = log.open("wb")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), *sys.path]))}
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "retrievers.parse_worker",
-                "--memory-mb",
-                str(memory_mb),
-                "--out",
-                str(out),
-                *map(str, paths),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,  # a file, not a pipe: a chatty child never blocks on a full pipe
-        )
-        deadline = time.monotonic() + timeout_s
+        # the child's own CPU limit ends it even if this process dies before it can kill it
+        cpu_s = math.ceil(max(deadline - time.monotonic(), 0)) + CPU_GRACE_S
+        with log.open("wb") as errors:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "retrievers.parse_worker",
+                    "--memory-mb",
+                    str(memory_mb),
+                    "--cpu-s",
+                    str(cpu_s),
+                    "--out",
+                    str(out),
+                    *map(str, paths),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,  # a file, not a pipe: a chatty child never blocks on a full pipe
+            )
         try:
-            while True:
+            finished = False
+            while not finished:
                 try:
                     child.wait(timeout=POLL_S)
-                    break
+                    finished = True
                 except subprocess.TimeoutExpired:
                     pass
-                if stop is not None and stop.is_set():
-                    raise ParseLimitError(
-                        "Parsing stopped: the client went away.", reason="stopped"
-                    )
-                if time.monotonic() > deadline:
-                    raise ParseLimitError(
-                        f"Reading the upload took longer than {timeout_s:g} s "
-                        "(AGENTRAG_UPLOAD_PARSE_TIMEOUT_S); split it or simplify it.",
-                        reason="time",
-                    )
+                # checked after the child ended too: the limit holds however it is reached
+                _check(stop, deadline, timeout_s)
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-            errors.close()
         stderr = log.read_text(errors="replace")
         if child.returncode != 0 or not out.is_file():
             last = stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
@@ -104,9 +134,12 @@ def parse_bounded(
     return documents, skipped
 
 
-def _parse(paths: list[Path], memory_mb: int) -> tuple[list[Document], list[SkippedFile]]:
+def _parse(
+    paths: list[Path], memory_mb: int, cpu_s: int
+) -> tuple[list[Document], list[SkippedFile]]:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     documents: list[Document] = []
     skipped: list[SkippedFile] = []
     for path in paths:  # one file at a time: one that needs too much memory fails alone
@@ -129,10 +162,11 @@ def _parse(paths: list[Path], memory_mb: int) -> tuple[list[Document], list[Skip
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m retrievers.parse_worker")
     parser.add_argument("--memory-mb", type=int, required=True)
+    parser.add_argument("--cpu-s", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    result = _parse(args.paths, args.memory_mb)
+    result = _parse(args.paths, args.memory_mb, args.cpu_s)
     partial = args.out.with_suffix(".partial")
     with partial.open("wb") as f:
         pickle.dump(result, f)

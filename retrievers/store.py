@@ -69,10 +69,13 @@ class PayloadFilter:
     must: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
     must_not: Mapping[str, Scalar | Sequence[Scalar]] = field(default_factory=dict)
     unset_or: Mapping[str, Sequence[Scalar]] = field(default_factory=dict)
+    any_of: tuple[tuple[PayloadFilter, ...], ...] = ()
+    """Each entry holds when one of its filters does (a reader's own documents, or another
+    tenant's shared ones); entries and the rest of the filter must all hold."""
 
     @property
     def is_empty(self) -> bool:
-        return not self.must and not self.must_not and not self.unset_or
+        return not self.must and not self.must_not and not self.unset_or and not self.any_of
 
     def and_(self, other: PayloadFilter | None) -> PayloadFilter:
         if other is None:
@@ -81,6 +84,7 @@ class PayloadFilter:
             must={**self.must, **other.must},
             must_not={**self.must_not, **other.must_not},
             unset_or={**self.unset_or, **other.unset_or},
+            any_of=(*self.any_of, *other.any_of),
         )
 
 
@@ -88,13 +92,20 @@ def reader_scope(
     tenant: str | Sequence[str] | None, groups: Sequence[str] | None
 ) -> PayloadFilter | None:
     """What a reader may see: its tenant's documents, and of those, when it has `groups`, the
-    ones for everyone (no groups) or for one of its groups."""
+    ones for everyone (no groups) or for one of its groups.
+
+    `tenant` may be a list: the reader's own tenant first, then tenants that share a collection
+    with it; of theirs, only documents for everyone are read (their groups are theirs: a group
+    of the same name in another tenant is another group)."""
     if not tenant and groups is None:
         return None
-    return PayloadFilter(
-        must={"tenant": tenant} if tenant else {},
-        unset_or={"groups": list(groups)} if groups is not None else {},
-    )
+    own_groups: dict[str, Sequence[Scalar]] = {"groups": list(groups)} if groups is not None else {}
+    tenants = [tenant] if isinstance(tenant, str) else list(tenant or [])
+    if len(tenants) <= 1:
+        return PayloadFilter(must={"tenant": tenants[0]} if tenants else {}, unset_or=own_groups)
+    own = PayloadFilter(must={"tenant": tenants[0]}, unset_or=own_groups)
+    shared = PayloadFilter(must={"tenant": tenants[1:]}, unset_or={"groups": []})
+    return PayloadFilter(any_of=((own, shared),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +253,17 @@ class VectorStore(ABC):
 
     def ensure_collection(self, name: str, spec: CollectionSpec) -> CollectionInfo:
         """Create the collection if missing; refuse one built for a different embedding size."""
-        from agent.errors import StoreError
+        from agent.errors import CollectionMismatchError, StoreError
 
         if not self.has_collection(name):
-            self.create_collection(name, spec)
+            try:
+                self.create_collection(name, spec)
+            except StoreError:
+                if not self.has_collection(name):
+                    raise  # not a concurrent first write that created it just before
         info = self.get_collection(name)
         if info.dense_dim != spec.dense_dim:
-            raise StoreError(
+            raise CollectionMismatchError(
                 f"Collection {name!r} holds {info.dense_dim}-dimensional vectors "
                 f"(model {info.embedding_model or 'unknown'}), but the configured embedding model "
                 f"({spec.embedding_model}) gives {spec.dense_dim}. Use the same model, or ingest "

@@ -13,8 +13,10 @@ from fastapi.responses import Response
 
 from agent.errors import (
     AgentragError,
+    CollectionMismatchError,
     CollectionNotFoundError,
     ConfigError,
+    EmbeddingError,
     IngestError,
     StoreError,
 )
@@ -37,6 +39,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": schemas.ErrorResponse},
     404: {"model": schemas.ErrorResponse},
     413: {"model": schemas.ErrorResponse},
+    409: {"model": schemas.ErrorResponse},
     415: {"model": schemas.ErrorResponse},
     422: {"model": schemas.ErrorResponse},
     503: {"model": schemas.ErrorResponse},
@@ -124,9 +127,19 @@ async def upload_documents(
         raise ApiError(413, "upload_too_slow", str(exc)) from None
     except IngestError as exc:
         raise ApiError(422, "unreadable_upload", str(exc)) from None
+    except CollectionMismatchError as exc:
+        raise ApiError(409, "collection_mismatch", str(exc)) from None
     except StoreError as exc:
         raise _store_unavailable(exc) from None
+    except EmbeddingError as exc:
+        log(logging.WARNING, "upload embedding failed", error=str(exc))
+        raise ApiError(
+            503,
+            "dependency_unavailable",
+            "The embedding service is unavailable; nothing was stored. Try again shortly.",
+        ) from None
     finally:
+        stop.set()  # a handler cancelled (shutdown) stops the child too
         watcher.cancel()
 
 
