@@ -75,6 +75,10 @@ def to_edge_filter(where: PayloadFilter | None) -> qe.Filter | None:
         qe.Filter(should=[qe.IsEmptyCondition(k), _condition(k, list(v))])
         for k, v in where.unset_or.items()
     ]
+    must += [
+        qe.Filter(should=[f for f in map(to_edge_filter, either) if f is not None])
+        for either in where.any_of
+    ]
     return qe.Filter(
         must=must or None,
         must_not=[_condition(k, v) for k, v in where.must_not.items()] or None,

@@ -60,6 +60,10 @@ def to_qdrant_filter(where: PayloadFilter | None) -> models.Filter | None:
         )
         for k, v in where.unset_or.items()
     ]
+    must += [
+        models.Filter(should=[f for f in map(to_qdrant_filter, either) if f is not None])
+        for either in where.any_of
+    ]
     must_not: Any = [_condition(k, v) for k, v in where.must_not.items()] or None
     return models.Filter(must=must or None, must_not=must_not)
 

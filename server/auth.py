@@ -23,6 +23,15 @@ class Principal:
     """None: reads every document of its tenant; else only those for everyone or for one of
     these groups."""
 
+    @property
+    def owner(self) -> str:
+        """Whose threads, runs and traces these are: the tenant, or for a key limited to groups
+        the tenant and those groups (a thread cites documents its groups may read; another key
+        of the tenant, with other groups, must not read it back)."""
+        if self.groups is None:
+            return self.tenant
+        return f"{self.tenant}#groups:{','.join(self.groups)}"
+
     def allows(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
 

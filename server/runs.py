@@ -60,6 +60,9 @@ class Run:
     thread_id: str
     tenant: str
     effort: str
+    owner: str = ""
+    """Whose thread and run this is (`Principal.owner`): the tenant, or the tenant and the
+    asking key's groups."""
     started: float = field(default_factory=time.perf_counter)
     queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -168,11 +171,14 @@ class RunManager:
         )
 
     def get(self, run_id: str, tenant: str) -> Run | None:
+        """The run `run_id` if `tenant` (a `Principal.owner`) started it."""
         run = self.runs.get(run_id)
         if run is not None:
-            return run if run.tenant == tenant else None
+            return run if run.owner == tenant else None
         if self._finished.get(run_id) == tenant:
-            return Run(run_id=run_id, thread_id="", tenant=tenant, effort="", finished=True)
+            return Run(
+                run_id=run_id, thread_id="", tenant=tenant, effort="", owner=tenant, finished=True
+            )
         return None
 
     def start(
@@ -186,6 +192,7 @@ class RunManager:
         streaming: bool = True,
         traced: bool = False,
         user: str | None = None,
+        owner: str | None = None,
     ) -> Run:
         """`history`: earlier messages sent with the request (OpenAI clients send the whole
         conversation); the checkpointed thread's own history is added by the graph.
@@ -199,6 +206,7 @@ class RunManager:
             thread_id=thread_id,
             tenant=ctx.tenant,
             effort=ctx.effort,
+            owner=owner or ctx.tenant,
             user=user,
         )
         if traced and self.tracing is not None and self.tracing.enabled:
@@ -208,7 +216,7 @@ class RunManager:
             run.consumer_ready.set()
         self.runs[run.run_id] = run
         self._pending.add(run.run_id)
-        self._busy_threads[thread_id] = ctx.tenant
+        self._busy_threads[thread_id] = run.owner
         run.task = asyncio.create_task(self._execute(run, message, ctx, history, new_thread))
         return run
 
@@ -223,7 +231,7 @@ class RunManager:
             run.emit(run_event(run.run_id, run.thread_id))
             log(logging.INFO, "run started", effort=ctx.effort, tenant=ctx.tenant)
             if new_thread:
-                await self.threads.create(run.thread_id, ctx.tenant, title_of(message))
+                await self.threads.create(run.thread_id, run.owner, title_of(message))
             # The graph's first steps flood the event loop with work; a burst of new chats
             # would wait behind it for its first bytes. Start once the stream is open.
             with contextlib.suppress(TimeoutError):
@@ -231,9 +239,9 @@ class RunManager:
             async with self._turn_slot(run):
                 values = await self._stream_graph(run, message, ctx, history)
             # the answer is written; bookkeeping that fails (a locked index) must not lose it
-            await _logged(self.threads.touch(run.thread_id, ctx.tenant, title_of(message)))
+            await _logged(self.threads.touch(run.thread_id, run.owner, title_of(message)))
             if run.trace_id is not None:
-                await _logged(self.threads.record_trace(run.trace_id, ctx.tenant, run.thread_id))
+                await _logged(self.threads.record_trace(run.trace_id, run.owner, run.thread_id))
             self._finish(run, values)
             if values.get("error"):
                 outcome = "degraded"
@@ -285,7 +293,7 @@ class RunManager:
             run.queue.put_nowait(END)
             # whoever streams or awaits the run holds it; the table keeps only that it finished
             self.runs.pop(run.run_id, None)
-            self._finished[run.run_id] = run.tenant
+            self._finished[run.run_id] = run.owner
             asyncio.get_running_loop().call_later(
                 FINISHED_KEPT_S, self._finished.pop, run.run_id, None
             )

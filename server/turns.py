@@ -41,9 +41,9 @@ async def begin_turn(
         )
     allowed = await _allowed_collections(state, caller, collections)
     if thread_id is not None:
-        if await state.persistence.threads.get(thread_id, caller.tenant) is None:
+        if await state.persistence.threads.get(thread_id, caller.owner) is None:
             raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")
-        if state.runs.thread_busy(thread_id, caller.tenant):
+        if state.runs.thread_busy(thread_id, caller.owner):
             raise ApiError(
                 409,
                 "thread_busy",
@@ -64,6 +64,7 @@ async def begin_turn(
         streaming=streaming,
         traced=state.services.tracing.sampled(trace),
         user=user,
+        owner=caller.owner,
     )
 
 

@@ -114,7 +114,7 @@ async def chat(
     responses={404: {"model": schemas.ErrorResponse}},
 )
 async def cancel_run(run_id: str, state: State, caller: Caller) -> schemas.CancelResponse:
-    run = state.runs.get(run_id, caller.tenant)
+    run = state.runs.get(run_id, caller.owner)
     if run is None:
         raise ApiError(404, "run_not_found", f"No run {run_id!r}.")
     return schemas.CancelResponse(run_id=run_id, cancelled=run.cancel())

@@ -42,7 +42,7 @@ async def post_feedback(
         )
     trace_id = body.trace_id or body.run_id
     assert trace_id is not None  # the request model requires one of them
-    if await state.persistence.threads.trace_thread(trace_id, caller.tenant) is None:
+    if await state.persistence.threads.trace_thread(trace_id, caller.owner) is None:
         raise ApiError(
             404, "trace_not_found", f"No traced turn {trace_id!r} (it may not have been traced)."
         )

@@ -24,22 +24,22 @@ async def create_thread(
     state: State, caller: Caller, body: schemas.CreateThreadRequest | None = None
 ) -> schemas.ThreadModel:
     record = await state.persistence.threads.create(
-        uuid.uuid4().hex, caller.tenant, (body.title if body else "").strip()
+        uuid.uuid4().hex, caller.owner, (body.title if body else "").strip()
     )
     return schemas.ThreadModel(**record)
 
 
 @router.get("/v1/threads", response_model=schemas.ThreadList)
 async def list_threads(state: State, caller: Caller, limit: int = 100) -> schemas.ThreadList:
-    records = await state.persistence.threads.list(caller.tenant, max(1, min(limit, 1000)))
+    records = await state.persistence.threads.list(caller.owner, max(1, min(limit, 1000)))
     return schemas.ThreadList(threads=[schemas.ThreadModel(**r) for r in records])
 
 
 @router.get("/v1/threads/{thread_id}", response_model=schemas.ThreadHistory, responses=NOT_FOUND)
 async def get_thread(thread_id: str, state: State, caller: Caller) -> schemas.ThreadHistory:
-    record = await state.persistence.threads.get(thread_id, caller.tenant)
+    record = await state.persistence.threads.get(thread_id, caller.owner)
     # a new thread whose run may not have recorded it yet (a client may ask at once)
-    if record is None and state.runs.thread_busy(thread_id, caller.tenant):
+    if record is None and state.runs.thread_busy(thread_id, caller.owner):
         now = time.time()
         record = {"thread_id": thread_id, "title": "", "created_at": now, "updated_at": now}
     if record is None:
@@ -62,9 +62,9 @@ async def get_thread(thread_id: str, state: State, caller: Caller) -> schemas.Th
 
 @router.delete("/v1/threads/{thread_id}", status_code=204, responses=NOT_FOUND)
 async def delete_thread(thread_id: str, state: State, caller: Caller) -> Response:
-    if state.runs.thread_busy(thread_id, caller.tenant):
+    if state.runs.thread_busy(thread_id, caller.owner):
         raise ApiError(409, "thread_busy", f"Thread {thread_id!r} has a run in progress.")
-    if not await state.persistence.threads.delete(thread_id, caller.tenant):
+    if not await state.persistence.threads.delete(thread_id, caller.owner):
         raise ApiError(404, "thread_not_found", f"No thread {thread_id!r}.")
     await state.persistence.checkpointer.adelete_thread(thread_id)
     return Response(status_code=204)

@@ -338,3 +338,35 @@ def test_stored_dense_vectors_come_back_on_request(filled: VectorStore, mode: st
     by_text = {h.payload["text"]: h.dense for h in hits}
     assert by_text["zero"] == pytest.approx([1.0, 0.0, 0.0, 0.0])  # cosine vectors are normalised
     assert all(h.dense is None for h in filled.query("docs", dense=dense, sparse=sparse, limit=4))
+
+
+def test_of_a_shared_tenant_only_documents_for_everyone_are_read(store: VectorStore) -> None:
+    """A shared collection: acme reads its own documents (by its groups) and the default
+    tenant's documents for everyone, never the default tenant's group documents, even for a
+    group of the same name."""
+    store.create_collection("docs", SPEC)
+
+    def point(name: str, tenant: str, groups: list[str] | None) -> StoredPoint:
+        payload: dict[str, object] = {"doc_id": name, "tenant": tenant, "text": name}
+        if groups is not None:
+            payload["groups"] = groups
+        return StoredPoint(point_id(name), [1, 0, 0, 0], SparseVector([1], [1.0]), payload)
+
+    store.upsert(
+        "docs",
+        [
+            point("public-open", "public", None),
+            point("public-hr", "public", ["hr"]),
+            point("acme-open", "acme", None),
+            point("acme-hr", "acme", ["hr"]),
+            point("other-open", "other", None),
+        ],
+    )
+
+    def seen(groups: list[str] | None) -> set[str]:
+        where = reader_scope(["acme", "public"], groups)
+        return set(ids(store.query("docs", dense=[1, 0, 0, 0], limit=10, where=where)))
+
+    assert seen(None) == {"public-open", "acme-open", "acme-hr"}
+    assert seen(["hr"]) == {"public-open", "acme-open", "acme-hr"}
+    assert seen([]) == {"public-open", "acme-open"}

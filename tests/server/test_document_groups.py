@@ -126,3 +126,26 @@ def test_a_jsonl_record_names_its_own_groups(client: TestClient) -> None:
     )
     assert eng.status_code == 200
     assert "this key may not give documents to ops" in str(eng.json()["skipped"])
+
+
+def test_a_thread_of_a_group_key_is_not_read_by_a_key_with_other_groups(
+    client: TestClient,
+) -> None:
+    body = {"message": QUESTION, "collections": ["astronomy"], "stream": False}
+    done = client.post("/v1/chat", json=body, headers=as_key("ar-hr")).json()
+    thread = done["thread_id"]
+    assert client.get(f"/v1/threads/{thread}", headers=as_key("ar-hr")).status_code == 200
+    for other in ("ar-eng", "ar-none", "ar-admin"):
+        assert client.get(f"/v1/threads/{thread}", headers=as_key(other)).status_code == 404
+        listed = client.get("/v1/threads", headers=as_key(other)).json()
+        assert thread not in str(listed)
+        more = client.post("/v1/chat", json={**body, "thread_id": thread}, headers=as_key(other))
+        assert more.status_code == 404
+        cancel = client.post(f"/v1/runs/{done['run_id']}/cancel", headers=as_key(other))
+        assert cancel.status_code == 404
+    assert (
+        client.post(
+            "/v1/chat", json={**body, "thread_id": thread}, headers=as_key("ar-hr")
+        ).status_code
+        == 200
+    )
