@@ -339,6 +339,21 @@ class _TrackedAsyncStream(_Tracked, httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+def _tracked(
+    response: httpx.Response,
+    request: httpx.Request,
+    stream: _TrackedSyncStream | _TrackedAsyncStream,
+) -> httpx.Response:
+    """`response` with its body read through `stream`, which tells the breaker how it ended."""
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=stream,
+        extensions=response.extensions,
+        request=request,
+    )
+
+
 class ResilientTransport(httpx.BaseTransport):
     """Retries and a circuit breaker around another transport (sync clients)."""
 
@@ -377,13 +392,7 @@ class ResilientTransport(httpx.BaseTransport):
                 self.circuit.failure(f"HTTP {response.status_code}")
                 return response
             assert isinstance(response.stream, httpx.SyncByteStream)
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_TrackedSyncStream(response.stream, self.circuit),
-                extensions=response.extensions,
-                request=request,
-            )
+            return _tracked(response, request, _TrackedSyncStream(response.stream, self.circuit))
 
     def close(self) -> None:
         self.inner.close()
@@ -430,13 +439,7 @@ class ResilientAsyncTransport(httpx.AsyncBaseTransport):
             self.circuit.failure(f"HTTP {response.status_code}")
             return response
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_TrackedAsyncStream(response.stream, self.circuit),
-            extensions=response.extensions,
-            request=request,
-        )
+        return _tracked(response, request, _TrackedAsyncStream(response.stream, self.circuit))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
