@@ -300,7 +300,10 @@ class _Tracked:
 
 
 class _TrackedSyncStream(_Tracked, httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, circuit: CircuitBreaker) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, circuit: CircuitBreaker
+    ) -> None:
+        assert isinstance(inner, httpx.SyncByteStream)
         super().__init__(circuit)
         self._inner = inner
 
@@ -320,7 +323,10 @@ class _TrackedSyncStream(_Tracked, httpx.SyncByteStream):
 
 
 class _TrackedAsyncStream(_Tracked, httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, circuit: CircuitBreaker) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, circuit: CircuitBreaker
+    ) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)
         super().__init__(circuit)
         self._inner = inner
 
@@ -339,19 +345,51 @@ class _TrackedAsyncStream(_Tracked, httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
-def _tracked(
-    response: httpx.Response,
-    request: httpx.Request,
-    stream: _TrackedSyncStream | _TrackedAsyncStream,
-) -> httpx.Response:
-    """`response` with its body read through `stream`, which tells the breaker how it ended."""
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=stream,
-        extensions=response.extensions,
-        request=request,
-    )
+class _Attempts:
+    """One request's tries: whether to try again and after how long, and what its last reply
+    tells the breaker. Shared by the sync and the async transport, which differ only in how
+    they send and sleep."""
+
+    def __init__(self, circuit: CircuitBreaker, policy: RetryPolicy) -> None:
+        self.circuit, self.policy, self.attempt = circuit, policy, 0
+
+    def after_error(self, exc: Exception) -> float | None:
+        """The wait before trying again, or None: give up (the failure is recorded)."""
+        if self.attempt < self.policy.retries and _retryable(exc):
+            return self._next(None)
+        _failed_call(self.circuit, exc)
+        return None
+
+    def after_reply(self, response: httpx.Response) -> float | None:
+        """The wait before trying again (the caller closes the reply), or None: keep it."""
+        if response.status_code in RETRY_STATUSES and self.attempt < self.policy.retries:
+            return self._next(response)
+        return None
+
+    def _next(self, response: httpx.Response | None) -> float:
+        self.circuit.retried()
+        wait = self.policy.delay(self.attempt, response)
+        self.attempt += 1
+        return wait
+
+    def kept(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        tracked: type[_TrackedSyncStream] | type[_TrackedAsyncStream],
+    ) -> httpx.Response:
+        """The reply handed back: a failing status is recorded now; any other is settled by
+        how its body is read (through `tracked`)."""
+        if _failed(response.status_code):
+            self.circuit.failure(f"HTTP {response.status_code}")
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=tracked(response.stream, self.circuit),
+            extensions=response.extensions,
+            request=request,
+        )
 
 
 class ResilientTransport(httpx.BaseTransport):
@@ -370,29 +408,21 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.circuit.acquire()
-        attempt = 0
+        tries = _Attempts(self.circuit, self.policy)
         while True:
             try:
                 response = self.inner.handle_request(request)
             except Exception as exc:
-                if attempt < self.policy.retries and _retryable(exc):
-                    self.circuit.retried()
-                    self._sleep(self.policy.delay(attempt, None))
-                    attempt += 1
-                    continue
-                _failed_call(self.circuit, exc)
-                raise
-            if response.status_code in RETRY_STATUSES and attempt < self.policy.retries:
-                response.close()
-                self.circuit.retried()
-                self._sleep(self.policy.delay(attempt, response))
-                attempt += 1
+                wait = tries.after_error(exc)
+                if wait is None:
+                    raise
+                self._sleep(wait)
                 continue
-            if _failed(response.status_code):
-                self.circuit.failure(f"HTTP {response.status_code}")
-                return response
-            assert isinstance(response.stream, httpx.SyncByteStream)
-            return _tracked(response, request, _TrackedSyncStream(response.stream, self.circuit))
+            wait = tries.after_reply(response)
+            if wait is None:
+                return tries.kept(response, request, _TrackedSyncStream)
+            response.close()
+            self._sleep(wait)
 
     def close(self) -> None:
         self.inner.close()
@@ -412,34 +442,25 @@ class ResilientAsyncTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.circuit.acquire()
-        attempt = 0
+        tries = _Attempts(self.circuit, self.policy)
         try:
             while True:
                 try:
                     response = await self.inner.handle_async_request(request)
                 except Exception as exc:
-                    if attempt < self.policy.retries and _retryable(exc):
-                        self.circuit.retried()
-                        await asyncio.sleep(self.policy.delay(attempt, None))
-                        attempt += 1
-                        continue
-                    _failed_call(self.circuit, exc)
-                    raise
-                if response.status_code in RETRY_STATUSES and attempt < self.policy.retries:
-                    await response.aclose()
-                    self.circuit.retried()
-                    await asyncio.sleep(self.policy.delay(attempt, response))
-                    attempt += 1
+                    wait = tries.after_error(exc)
+                    if wait is None:
+                        raise
+                    await asyncio.sleep(wait)
                     continue
-                break
+                wait = tries.after_reply(response)
+                if wait is None:
+                    return tries.kept(response, request, _TrackedAsyncStream)
+                await response.aclose()
+                await asyncio.sleep(wait)
         except asyncio.CancelledError:
             self.circuit.release()
             raise
-        if _failed(response.status_code):
-            self.circuit.failure(f"HTTP {response.status_code}")
-            return response
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return _tracked(response, request, _TrackedAsyncStream(response.stream, self.circuit))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

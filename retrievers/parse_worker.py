@@ -89,7 +89,8 @@ def _parse_in_child(
     with tempfile.TemporaryDirectory(prefix="agentrag-parse-") as tmp:
         out = Path(tmp) / "parsed.pickle"
         log = Path(tmp) / "stderr.txt"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), *sys.path]))}
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
         # the child's own CPU limit ends it even if this process dies before it can kill it
         cpu_s = math.ceil(max(deadline - time.monotonic(), 0)) + CPU_GRACE_S
         with log.open("wb") as errors:

@@ -301,7 +301,7 @@ def test_langfuse_down_costs_a_turn_nothing(
             assert events[-1]["type"] == "done", events[-1]
             assert events[-1]["trace_id"]
         assert client.get("/readyz").json()["ready"] is True
-    assert services.tracing.shutdown(timeout_s=0.5) in (True, False)  # returns, whatever it sent
+    services.tracing.shutdown(timeout_s=0.5)  # bounded: it returns with nobody listening
     services.close()
 
 
