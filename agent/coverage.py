@@ -8,18 +8,23 @@ see it: half an answer is still close to the question.
 
 A part is addressed when a supported answer sentence holds most of the words that are the
 part's own (those the other parts do not share), or, for a compared item, its name. Words are
-compared by their first five letters, so "nearest" meets "near", "born" meets "birth" does not:
-the check leans to accepting a paraphrase it cannot read, and a part it calls missing is one
-whose own words the answer does not use at all.
+compared by their first five letters less a plain ending (`stem`), so "nearest" meets "near"
+and "played" meets "play", "born" meets "birth" does not: the check leans to accepting a
+paraphrase it cannot read, and a part it calls missing is one whose own words the answer does
+not use at all.
 
 A single question that reaches its answer through another thing ("Who was the first president
 of the association which published X?") is answered in part when the answer stops at that
 thing ("X is published by the APA."). Its `focus` is what the question asks of the thing
-("first president"): the content words before its first bridge ("of the", "which", "where",
-...), not the answer-type nouns ("country", "year", "name") any answer of the right kind
-satisfies, nor its named things. An answer misses the focus when no supported sentence uses
-one of its words and every one of them still speaks of the question's named things (none has
-moved on to what they lead to); the caller then compares meanings (`FOCUS_SIMILARITY`).
+("first president"): the content words of its first piece (pieces end where a bridge starts:
+"of the", "which", "where", ...) less the answer-type nouns ("country", "year", "name") any
+answer of the right kind satisfies, its named things, and the words that describe its first
+named thing, which are the hop a stopped answer does answer ("main director" of "the spouse of
+Big Eye's main director"). What it goes `through` are the names past the focus, or the name
+those words described. An answer misses the focus when every supported sentence still names
+what the question goes through and none uses a focus word (or one does, but the answer never
+comes to the question's other names); the caller then compares meanings
+(`FOCUS_SIMILARITY`), or not, when such a name is never come to (`unreached`).
 
 A plain choice ("Which writer was from England, A or B?") is answered by naming one option,
 but only by a sentence that says of it what the question chooses by ("England"): one that
@@ -34,7 +39,7 @@ from itertools import pairwise
 from typing import Literal
 
 from agent.state import Plan
-from agent.text import COMPARISON, keywords
+from agent.text import COMPARISON, STOP_WORDS, keywords
 
 MIN_PART_WORDS = 4
 """Shorter pieces ("which year and which conference") are fragments of one question."""
@@ -132,7 +137,8 @@ _WH_NOUN = re.compile(
 """The noun a question asks for ("Which writer ..."): the kind its options share."""
 _BETWEEN = re.compile(r"\bbetween\s+(?:the\s+)?$", re.IGNORECASE)
 FOCUS_SIMILARITY = 0.2
-"""An answer sentence this close in meaning to the focus speaks of it in other words."""
+"""An answer sentence this close in meaning to the focus speaks of it in other words, if it is
+also as close as any evidence chunk the answer does not cite (the caller's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +147,26 @@ class Part:
     kind: Literal["question", "item", "subquery", "focus"]
     words: tuple[str, ...]
     """The part's own content words (stems), the ones an answer to it would use."""
+    through: tuple[str, ...] = ()
+    """Of a focus: what the question goes through, which an answer that stops short still
+    speaks of: the name the focus's own words described, else its names from the focus on (a
+    name before the focus is where the question ends, not where it starts), or, when it names
+    nothing, the words that describe it ("the continent with the lowest average
+    temperature")."""
+
+
+def stem(word: str) -> str:
+    """The first `STEM` letters of a word less a plain inflection ("played" and "play" meet,
+    "songs" and "song")."""
+    word = word.lower()
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)][:STEM]
+    return word[:STEM]
 
 
 def _stems(text: str) -> list[str]:
-    return [w.lower()[:STEM] for w in keywords(text) if w.lower() not in _WH]
+    return [stem(w) for w in keywords(text) if w.lower() not in _WH]
 
 
 def question_parts(question: str, plan: Plan | None = None) -> list[Part]:
@@ -250,7 +272,7 @@ def choice_words(question: str, options: list[Part]) -> tuple[str, ...]:
     for option in options:
         body = body.replace(option.text, " ")
     kind = _WH_NOUN.match(question)
-    kinds = {kind.group(1).lower()[:STEM]} if kind else set()
+    kinds = {stem(kind.group(1))} if kind else set()
     return tuple(
         w
         for w in dict.fromkeys(_stems(body))
@@ -275,6 +297,11 @@ def question_focus(question: str) -> Part | None:
     focus words as `words`, the same words as written as `text`); None when nothing is left
     after removing answer-type nouns and named things.
 
+    Within the first piece that has any, the words that describe the question's first named
+    thing are left out (`_outer_words`): they are the hop an answer that stops short does
+    answer ("main director" in "the spouse of Big Eye's main director"). Only when nothing else
+    is left are they the focus.
+
     `text` is what the caller compares in meaning with the answer, so it holds none of the
     question's names: with them ("was the first president of Damerjog's country"), any
     sentence about Damerjog came close, and an answer that stopped at Damerjog's country was
@@ -284,38 +311,187 @@ def question_focus(question: str) -> Part | None:
     start = _WH_START.match(body)
     rest = body[start.end() :] if start else body
     named = {w for run in _named_runs(question) for w in _stems(run)}
-    for piece in _BRIDGE.split(rest):
-        kept = [
+    # the kind of thing asked for ("What district ..."): any answer of that kind names it
+    kind = _WH_NOUN.match(question)
+    named |= {stem(kind.group(1))} if kind else set()
+
+    def kept(words: list[str]) -> list[str]:
+        return [
             w
-            for w in keywords(piece)
+            for w in words
             if w.lower() not in _WH
-            and w.lower()[:STEM] not in _AUXILIARIES
-            and w.lower()[:STEM] not in _ANSWER_TYPES
-            and w.lower()[:STEM] not in named
+            and stem(w) not in _AUXILIARIES
+            and stem(w) not in _ANSWER_TYPES
+            and stem(w) not in named
         ]
-        if kept:
-            words = tuple(dict.fromkeys(w.lower()[:STEM] for w in kept))
-            return Part(text=" ".join(kept), kind="focus", words=words)
-    return None
+
+    pieces = _pieces(rest)
+    split = [_outer_words(*p) for p in pieces]
+    outer = [kept(words) for words, _ in split]
+    if (at := next((i for i, w in enumerate(outer) if w), None)) is not None:
+        words = outer[at]
+        # what it goes through: the name the focus's own piece describes, else the names
+        # from it on ("... of the association which published X"); and the names of earlier
+        # pieces that only describe them ("David Jones is an international in ...")
+        own = split[at][1]
+        later = [run[2] for _, runs in pieces[at:] for run in runs]
+        described = [run[2] for p, runs in pieces[:at] if kept(keywords(p)) for run in runs]
+        through = described + (own or later)
+    else:
+        whole = [kept(keywords(p)) for p, _ in pieces]
+        if (at := next((i for i, w in enumerate(whole) if w), None)) is None:
+            return None
+        words = whole[at]
+        through = [run[2] for _, runs in pieces[at:] for run in runs]
+    if not through and not _named_runs(question):
+        through = [" ".join(w for p, _ in pieces[at + 1 :] for w in keywords(p))]
+    stems = tuple(dict.fromkeys(stem(w) for w in words))
+    return Part(text=" ".join(words), kind="focus", words=stems, through=tuple(through))
 
 
-def misses_focus(question: str, focus: Part, sentences: list[str]) -> bool:
-    """Whether no sentence uses a focus word and every one still names the question's own
-    named things: the answer stops at what the question goes through. Similarity decides
-    the rest (the caller's)."""
-    if not sentences or any(set(_stems(s)) & set(focus.words) for s in sentences):
-        return False
-    # initials are not how a sentence names someone ("Fawell" for "Harris W. Fawell")
-    runs = [{w for w in _stems(r) if len(w) > 1} for r in _named_runs(question)]
-    runs = [r for r in runs if r]
+_OF_END = re.compile(r"\bof\s+(?:(?:the|a|an)\s+)?$", re.IGNORECASE)
+_WORD = re.compile(r"[\w'\u2019-]+")
+_DETERMINER = re.compile(r"\b(?:the|a|an|its|his|her|their)$", re.IGNORECASE)
+
+
+def _pieces(text: str) -> list[tuple[str, list[tuple[int, int, str]]]]:
+    """`text` split where it starts describing what it goes through (`_BRIDGE`), never inside
+    a name ("the producer of The Jewel of the Nile"), each piece with its names and where
+    they are in it."""
+    raw = [(m.start(), m.end()) for m in _RUN.finditer(text)]
+    cuts = [
+        m
+        for m in _BRIDGE.finditer(text)
+        if not any(m.start() < end and begin < m.end() for begin, end in raw)
+    ]
+    # a piece keeps the article it starts with ("the city Sarah Sorge was born")
+    bounds = [0]
+    for m in cuts:
+        article = _DETERMINER.search(m.group())
+        bounds += [m.start(), m.start() + article.start() if article else m.end()]
+    bounds.append(len(text))
+    out = []
+    for begin, end in zip(bounds[::2], bounds[1::2], strict=True):
+        piece = text[begin:end]
+        out.append((piece, [run for run in _runs(piece) if run[2]]))
+    return out
+
+
+def _outer_words(piece: str, runs: list[tuple[int, int, str]]) -> tuple[list[str], list[str]]:
+    """The content words of `piece` less those that describe its first named thing, and the
+    names in what was left out: the noun it is linked to by "of" ("the author of Brand"),
+    the word it owns ("Big Eye's main director"), its kind before it ("the city Kevin Durant
+    ...", "the live album Maiden Japan") and then what follows it up to a comma, which
+    describes it ("... played for before Golden State")."""
     if not runs:
-        return False
+        return keywords(piece), []
+    begin, end, name = runs[0]
+    before, after = piece[:begin], piece[end:]
+    later = keywords(after)
+    if name.endswith(("'s", "\u2019s", "s'")):
+        return keywords(before) + later[1:], [name]
+    if of := _OF_END.search(before):
+        return keywords(_without_last_words(before[: of.start()])) + later, [name]
+    head = _without_last_words(before)
+    # its kind follows an article ("the city Kevin Durant"; not "movie stars Morgan Freeman")
+    kind = head != " ".join(_WORD.findall(before)) and bool(_DETERMINER.search(head))
+    if not before.strip() or kind:
+        # what describes it ends at a comma: "in the city Sarah Sorge was born, is located in"
+        described, comma, main = after.partition(",")
+        names = [name, *(run[2] for run in runs[1:] if run[0] < end + len(described))]
+        return keywords(head) + (keywords(main) if comma else []), names
+    return keywords(before) + later, []
 
-    def names(sentence: str, run: set[str]) -> bool:
-        have = set(_stems(sentence))
-        return sum(1 for w in run if w in have) >= max(1, len(run) / 2)
 
-    return all(any(names(s, run) for run in runs) for s in sentences)
+def _without_last_words(text: str) -> str:
+    """`text` less its last content words (the noun phrase it ends with, articles kept)."""
+    words = _WORD.findall(text)
+    while words and words[-1].lower() not in STOP_WORDS:
+        words.pop()
+    return " ".join(words)
+
+
+def misses_focus(question: str, focus: Part, sentences: list[str]) -> Part | None:
+    """The focus an answer leaves unmet, None when it is met. Every sentence still names what
+    the question goes through (`Part.through`: the answer stops there), and either no
+    sentence uses a focus word other than to introduce a new name, or the answer never
+    comes to the question's names beyond it (`unreached`: "played" of the player himself
+    does not say whom his team played in the World Series). A word that only introduces a
+    name the question does not hold ("the band Iron Maiden", "directed by Tim Burton",
+    "the Lake District") names the thing gone through: the focus returned is without it,
+    for the caller to compare in meaning."""
+    through = [t for t in focus.through if _name_words(t)]
+    if not sentences or not through:
+        return None
+    if not all(any(_names(s, t) for t in through) for s in sentences):
+        return None
+    asked = {w for run in _named_runs(question) for w in _stems(run)}
+    introduced = set[str]()
+    used = False
+    for sentence in sentences:
+        said, labels = _focus_use(sentence, focus, asked)
+        used, introduced = used or said, introduced | labels
+    if used and not unreached(question, focus, sentences):
+        return None
+    words = [w for w in focus.words if w not in introduced] or list(focus.words)
+    text = [w for w in focus.text.split() if stem(w) in words] or [focus.text]
+    return Part(text=" ".join(text), kind="focus", words=tuple(words), through=focus.through)
+
+
+def unreached(question: str, focus: Part, sentences: list[str]) -> list[str]:
+    """The question's names beyond what it goes through that no sentence names ("Thinking
+    Out Loud" of "Who did the producer of Songs I Wrote with Amy write the song "Thinking Out
+    Loud" for?"): with the focus unmet, the answer never came to them. Numbers and single
+    short words are left out: a question's capitalised first word is not a name."""
+    return [
+        name
+        for name in _named_runs(question)
+        if name not in focus.through
+        and not name.replace(" ", "").isdigit()
+        and (" " in name or len(name) > 3 or name.isupper())
+        and not question.lstrip().startswith(name)
+        and not any(_names(s, name) for s in sentences)
+    ]
+
+
+def _name_words(name: str) -> list[str]:
+    """A name's word stems, initials left out ("Fawell" for "Harris W. Fawell")."""
+    return [w for w in _stems(name) if len(w) > 1]
+
+
+def _names(sentence: str, name: str) -> bool:
+    """Whether `sentence` names `name`: half its words, or the last alone (a surname:
+    "Malott" for "Deane Waldo Malott's")."""
+    words = _name_words(name)
+    have = set(_stems(sentence))
+    return bool(words) and (
+        words[-1] in have or sum(1 for w in words if w in have) >= max(1, len(words) / 2)
+    )
+
+
+def _focus_use(sentence: str, focus: Part, asked: set[str]) -> tuple[bool, set[str]]:
+    """Whether `sentence` uses a focus word other than to introduce a name the question does
+    not hold, and the focus words it uses only that way."""
+    tokens = _WORD.findall(sentence)
+
+    def new_name(i: int) -> bool:
+        word = tokens[i] if i < len(tokens) else ""
+        return word[:1].isupper() and stem(word) not in asked
+
+    labels: set[str] = set()
+    used = False
+    for i, token in enumerate(tokens):
+        root = stem(token)
+        if root not in focus.words or token.lower() in _WH:
+            continue
+        # "the band Iron Maiden", "directed by Tim Burton", "the Lake District"
+        j = i + 2 if tokens[i + 1 : i + 2] == ["by"] else i + 1
+        inside = i > 0 and new_name(i) and (new_name(i - 1) or new_name(i + 1))
+        if inside or new_name(j):
+            labels.add(root)
+        else:
+            used = True
+    return used, labels
 
 
 def _runs(question: str) -> list[tuple[int, int, str]]:

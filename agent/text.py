@@ -36,7 +36,9 @@ _STOP_WORDS = (
     "does did what which who whom whose when where why how that this these those it its as "
     "into than then there their they them he she his her i you your we our about one"
 )
-_STOP = frozenset(_STOP_WORDS.split())
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+"""Function words: never content, never a name's own."""
+_STOP = STOP_WORDS
 
 
 def split_sentences(text: str) -> list[str]:

@@ -40,6 +40,7 @@ from agent.coverage import (
     question_focus,
     question_parts,
     unchosen,
+    unreached,
 )
 from agent.edges import after_reflect
 from agent.nodes.common import step
@@ -237,7 +238,9 @@ async def reflect_answer(
     missing = [p for p in parts if not addressed(p, supported)]
     if not parts and (options := choice_items(state["query"])):
         parts, missing = options, unchosen(state["query"], options, supported)
-    if not parts and (stopped := await _stops_short(state["query"], supported, vectors)):
+    cited = {n for s in sentences if s["supported"] for n in s["cited"]}
+    left_out = [e for n, e in enumerate(evidence, 1) if n not in cited]
+    if not parts and (stopped := await _stops_short(state["query"], supported, vectors, left_out)):
         parts = missing = [stopped]
     part_verdicts: list[PartVerdict] = [
         {"part": p.text, "covered": p not in missing, "kind": p.kind} for p in parts
@@ -286,17 +289,31 @@ async def reflect_answer(
     return _route(_finish(state, update, verdict, started, action))
 
 
-async def _stops_short(question: str, supported: list[str], vectors: Vectors) -> Part | None:
+async def _stops_short(
+    question: str,
+    supported: list[str],
+    vectors: Vectors,
+    left_out: list[Evidence] | None = None,
+) -> Part | None:
     """The question as a part left unanswered when the answer stops at what the question goes
-    through (`agent.coverage.misses_focus`) and no sentence is close in meaning to what it
-    asks of it. The focus is encoded only then; the sentences come from the cache."""
+    through (`agent.coverage.misses_focus`) and either never comes to the question's other
+    names (`unreached`) or no sentence is close in meaning to what it asks of that thing:
+    not `FOCUS_SIMILARITY`, nor as close as a chunk of the evidence the answer does not cite
+    (`left_out`: what the answer could have said of it). The focus is encoded only then; the
+    sentences and chunks come from the caches."""
     focus = question_focus(question)
-    if focus is None or not misses_focus(question, focus, supported):
+    unmet = None if focus is None else misses_focus(question, focus, supported)
+    if focus is None or unmet is None:
         return None
-    focus_vec, *sentence_vecs = await vectors.embed([focus.text, *supported])
-    if max(cosine_matrix([focus_vec], sentence_vecs)[0]) >= FOCUS_SIMILARITY:
-        return None
-    return Part(text=question.strip(), kind="focus", words=focus.words)
+    if not unreached(question, focus, supported):
+        focus_vec, *sentence_vecs = await vectors.embed([unmet.text, *supported])
+        bar = FOCUS_SIMILARITY
+        if left_out:
+            chunks = await vectors.chunk_vectors([(e["id"], e["text"]) for e in left_out])
+            bar = max(bar, *cosine_matrix([focus_vec], chunks)[0])
+        if max(cosine_matrix([focus_vec], sentence_vecs)[0]) >= bar:
+            return None
+    return Part(text=question.strip(), kind="focus", words=unmet.words)
 
 
 def _recite(answer: str, sentences: list[SentenceVerdict]) -> tuple[str, int]:

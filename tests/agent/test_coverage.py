@@ -9,7 +9,9 @@ from agent.coverage import (
     misses_focus,
     question_focus,
     question_parts,
+    stem,
     unchosen,
+    unreached,
 )
 from agent.state import Plan
 
@@ -201,3 +203,85 @@ def test_a_choice_between_two_named_things() -> None:
         choice_items("What station aired the series created by Max Mutchnick and David Kohan?")
         == []
     )
+
+
+def test_the_focus_leaves_out_the_hop_an_answer_that_stops_short_answers() -> None:
+    # what the named thing owns, the noun "of" links it to, its kind before it and what
+    # follows it describe it: they are the first hop, not what the question asks
+    spouse = question_focus("Who is the spouse of Big Eye's main director?")
+    assert spouse is not None and "spous" in spouse.words and "main" not in spouse.words
+    assert spouse.through == ("Big Eye's",)
+    river = question_focus("What river flows through the city Kevin Durant played for before X?")
+    assert river is not None and river.words == ("flow", "throu")
+    assert river.through[0] == "Kevin Durant"
+    # only the first hop left: it is the focus, so an answer that does not reach it is caught
+    author = question_focus("What country was the author of Brand a citizen of?")
+    assert author is not None and author.words == ("autho",)
+    # a description ends at a comma; what comes after is asked again
+    consulate = (
+        "The Consulate General of the United States, in the city Sarah Sorge was born, "
+        "is located in what territory?"
+    )
+    focus = question_focus(consulate)
+    assert focus is not None and focus.words == ("terri",) and focus.through == ("Sarah Sorge",)
+
+
+def test_a_name_before_the_focus_is_where_the_question_ends_not_where_it_starts() -> None:
+    question = (
+        "The Consulate General of the United States, in the city Sarah Sorge was born, "
+        "is located in what territory?"
+    )
+    focus = question_focus(question)
+    assert focus is not None
+    stopped = ["Sarah Sorge (born 26 August 1969 in Frankfurt) is a German politician."]
+    assert misses_focus(question, focus, stopped)
+    whole = [*stopped, "The Consulate General of the United States in Frankfurt serves Hesse."]
+    assert not misses_focus(question, focus, whole)
+
+
+def test_a_focus_word_that_introduces_the_next_thing_does_not_meet_the_focus() -> None:
+    question = "Where did the band form that made the live album Maiden Japan?"
+    focus = question_focus(question)
+    assert focus is not None and focus.words == ("band", "form")
+    stopped = ["Maiden Japan is a live EP by the British heavy metal band Iron Maiden."]
+    unmet = misses_focus(question, focus, stopped)
+    assert unmet is not None and unmet.words == ("form",) and unmet.text == "form"
+    formed = ["Maiden Japan is by the band Iron Maiden, which was formed in Leyton."]
+    assert not misses_focus(question, focus, formed)
+
+
+def test_names_past_the_focus_that_the_answer_never_comes_to() -> None:
+    question = 'Who did the producer of Songs I Wrote with Amy write "Thinking Out Loud" for?'
+    focus = question_focus(question)
+    assert focus is not None and focus.through == ("Songs I Wrote",)
+    stopped = ["Songs I Wrote with Amy is an EP released by Ed Sheeran in 2010."]
+    assert misses_focus(question, focus, stopped)
+    assert unreached(question, focus, stopped) == ["Thinking Out Loud"]
+    whole = [*stopped, "Ed Sheeran wrote Thinking Out Loud for Athina Andrelos."]
+    assert unreached(question, focus, whole) == []
+
+
+def test_a_focus_word_said_of_the_first_thing_does_not_reach_the_rest() -> None:
+    question = "Who did Barry Wesson's team play in the World Series last year?"
+    focus = question_focus(question)
+    assert focus is not None and focus.words == ("play",)
+    # "played" is said of the player himself, and the World Series is never come to
+    stopped = ["Barry Wesson is a former outfielder who played for the Houston Astros."]
+    assert misses_focus(question, focus, stopped)
+    whole = [*stopped, "The Astros played the Chicago White Sox in the 2005 World Series."]
+    assert not misses_focus(question, focus, whole)
+
+
+def test_a_question_that_names_nothing_goes_through_what_it_describes() -> None:
+    question = "What is the continental limit of the continent with the lowest average temperature?"
+    focus = question_focus(question)
+    assert focus is not None and focus.words == ("conti", "limit")
+    stopped = ["The lowest temperature on Earth, -89.2 C, was recorded in Antarctica."]
+    assert misses_focus(question, focus, stopped)
+    assert not misses_focus(question, focus, ["Antarctica is a continent."])
+
+
+def test_inflections_meet() -> None:
+    assert stem("played") == stem("play") and stem("songs") == stem("song")
+    assert stem("directed") == stem("director") == "direc"
+    assert stem("bred") == "bred"  # too short to lose an ending

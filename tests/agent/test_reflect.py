@@ -285,3 +285,17 @@ async def test_an_answer_that_stops_at_the_bridge_is_caught_by_meaning_too(
     assert await _stops_short(question, village, vectors) is not None
     led = ["Damerjog is in Djibouti, whose first president was Hassan Gouled Aptidon."]
     assert await _stops_short(question, led, vectors) is None
+
+
+async def test_an_answer_that_never_comes_to_the_rest_of_the_question_is_partial(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    """The song the question names is never spoken of, and the answer's sentence is close in
+    meaning to "write" (the title holds "Wrote"): the unreached name decides."""
+    vectors = make_services().vectors
+    question = 'Who did the producer of Songs I Wrote with Amy write "Thinking Out Loud" for?'
+    stopped = ["Songs I Wrote with Amy is an EP independently released by Ed Sheeran in 2010."]
+    part = await _stops_short(question, stopped, vectors)
+    assert part is not None and part.kind == "focus"
+    whole = [*stopped, "Sheeran wrote Thinking Out Loud for his girlfriend Athina Andrelos."]
+    assert await _stops_short(question, whole, vectors) is None
