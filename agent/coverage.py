@@ -297,10 +297,11 @@ def question_focus(question: str) -> Part | None:
     focus words as `words`, the same words as written as `text`); None when nothing is left
     after removing answer-type nouns and named things.
 
-    Within the first piece that has any, the words that describe the question's first named
-    thing are left out (`_outer_words`): they are the hop an answer that stops short does
-    answer ("main director" in "the spouse of Big Eye's main director"). Only when nothing else
-    is left are they the focus.
+    Within the first piece that has any (of a question written as a statement, the piece it
+    asks in: "... a city with a population of what?"), the words that describe the
+    question's first named thing are left out (`_outer_words`): they are the hop an answer
+    that stops short does answer ("main director" in "the spouse of Big Eye's main
+    director"). Only when nothing else is left are they the focus.
 
     `text` is what the caller compares in meaning with the answer, so it holds none of the
     question's names: with them ("was the first president of Damerjog's country"), any
@@ -328,8 +329,16 @@ def question_focus(question: str) -> Part | None:
     pieces = _pieces(rest)
     split = [_outer_words(*p) for p in pieces]
     outer = [kept(words) for words, _ in split]
-    if (at := next((i for i, w in enumerate(outer) if w), None)) is not None:
-        words = outer[at]
+    # a statement asks at its end: the relation asked is the one there ("The Memphis Hustle
+    # are based in a suburb of a city with a population of what?"), reached through what
+    # comes before it
+    ending = None if start else _asking(rest, [p for p, _ in pieces])
+    first = next((i for i, w in enumerate(outer) if w), None)
+    if ending is not None and outer[ending]:
+        at, words = ending, outer[ending]
+        through = split[at][1] or [run[2] for _, runs in pieces[:at] for run in runs]
+    elif first is not None:
+        at, words = first, outer[first]
         # what it goes through: the name the focus's own piece describes, else the names
         # from it on ("... of the association which published X"); and the names of earlier
         # pieces that only describe them ("David Jones is an international in ...")
@@ -339,9 +348,10 @@ def question_focus(question: str) -> Part | None:
         through = described + (own or later)
     else:
         whole = [kept(keywords(p)) for p, _ in pieces]
-        if (at := next((i for i, w in enumerate(whole) if w), None)) is None:
+        found = next((i for i, w in enumerate(whole) if w), None)
+        if found is None:
             return None
-        words = whole[at]
+        at, words = found, whole[found]
         through = [run[2] for _, runs in pieces[at:] for run in runs]
     if not through and not _named_runs(question):
         through = [" ".join(w for p, _ in pieces[at + 1 :] for w in keywords(p))]
@@ -351,6 +361,8 @@ def question_focus(question: str) -> Part | None:
 
 _OF_END = re.compile(r"\bof\s+(?:(?:the|a|an)\s+)?$", re.IGNORECASE)
 _WORD = re.compile(r"[\w'\u2019-]+")
+_ASKS = re.compile(r"\b(?:what|which|who|whom|whose|when|where|how)\b", re.IGNORECASE)
+_ASKS_NEAR_END = 4
 _DETERMINER = re.compile(r"\b(?:the|a|an|its|his|her|their)$", re.IGNORECASE)
 
 
@@ -375,6 +387,23 @@ def _pieces(text: str) -> list[tuple[str, list[tuple[int, int, str]]]]:
         piece = text[begin:end]
         out.append((piece, [run for run in _runs(piece) if run[2]]))
     return out
+
+
+def _asking(text: str, pieces: list[str]) -> int | None:
+    """Which of `text`'s pieces a question written as a statement asks in ("... with a
+    population of what in 2010?", "... another sport that was started when?"): the one its
+    last question word is in or follows, when few words follow that word; None when it asks
+    first."""
+    found = list(_ASKS.finditer(text))
+    if not found or len(text[found[-1].end() :].split()) > _ASKS_NEAR_END:
+        return None
+    at, offset = None, 0
+    for i, piece in enumerate(pieces):
+        offset = text.find(piece, offset)
+        if offset > found[-1].start():
+            break
+        at = i
+    return at
 
 
 def _outer_words(piece: str, runs: list[tuple[int, int, str]]) -> tuple[list[str], list[str]]:

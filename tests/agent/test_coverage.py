@@ -272,6 +272,20 @@ def test_a_focus_word_said_of_the_first_thing_does_not_reach_the_rest() -> None:
     assert not misses_focus(question, focus, whole)
 
 
+def test_a_question_written_as_a_statement_asks_at_its_end() -> None:
+    question = "The Memphis Hustle are based in a suburb of a city with a population of what?"
+    focus = question_focus(question)
+    assert focus is not None and focus.words == ("popul",)
+    assert focus.through == ("Memphis Hustle",)
+    stopped = ["The Memphis Hustle is a suburb of the city of Memphis, Tennessee."]
+    assert misses_focus(question, focus, stopped)
+    whole = ["The Memphis Hustle are based in Southaven, population 48,982 in 2010."]
+    assert not misses_focus(question, focus, whole)
+    # one that asks first is read from its first piece
+    first = question_focus("What is the population of the city where the Memphis Hustle play?")
+    assert first is not None and first.words == ("popul",)
+
+
 def test_a_question_that_names_nothing_goes_through_what_it_describes() -> None:
     question = "What is the continental limit of the continent with the lowest average temperature?"
     focus = question_focus(question)
