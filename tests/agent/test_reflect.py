@@ -299,3 +299,16 @@ async def test_an_answer_that_never_comes_to_the_rest_of_the_question_is_partial
     assert part is not None and part.kind == "focus"
     whole = [*stopped, "Sheeran wrote Thinking Out Loud for his girlfriend Athina Andrelos."]
     assert await _stops_short(question, whole, vectors) is None
+
+
+async def test_evidence_the_answer_left_out_raises_what_counts_as_close(
+    make_services: Any, minilm: LocalEmbeddings
+) -> None:
+    """A river is near a waterfall in meaning: the stopped answer passes the plain bar, but the
+    uncited chunk about the waterfall is closer still."""
+    vectors = make_services().vectors
+    question = "What is the name of the waterfall in the country where the Bubye River is found?"
+    stopped = ["The Bubye River is a tributary of the Limpopo River in Zimbabwe."]
+    assert await _stops_short(question, stopped, vectors) is None
+    falls = evidence("Victoria Falls is a waterfall on the Zambezi River in Zimbabwe.")
+    assert await _stops_short(question, stopped, vectors, falls) is not None
