@@ -311,7 +311,7 @@ def question_focus(question: str) -> Part | None:
     body = question.strip().rstrip("?")
     start = _WH_START.match(body)
     rest = body[start.end() :] if start else body
-    named = {w for run in _named_runs(question) for w in _stems(run)}
+    named = _name_stems(question)
     # the kind of thing asked for ("What district ..."): any answer of that kind names it
     kind = _WH_NOUN.match(question)
     named |= {stem(kind.group(1))} if kind else set()
@@ -326,13 +326,14 @@ def question_focus(question: str) -> Part | None:
             and stem(w) not in named
         ]
 
-    pieces = _pieces(rest)
+    spans = _spans(rest)
+    pieces = [(rest[begin:end], _runs(rest[begin:end])) for begin, end in spans]
     split = [_outer_words(*p) for p in pieces]
     outer = [kept(words) for words, _ in split]
     # a statement asks at its end: the relation asked is the one there ("The Memphis Hustle
     # are based in a suburb of a city with a population of what?"), reached through what
     # comes before it
-    ending = None if start else _asking(rest, [p for p, _ in pieces])
+    ending = None if start else _asking(rest, [begin for begin, _ in spans])
     first = next((i for i, w in enumerate(outer) if w), None)
     if ending is not None and outer[ending]:
         at, words = ending, outer[ending]
@@ -366,10 +367,9 @@ _ASKS_NEAR_END = 4
 _DETERMINER = re.compile(r"\b(?:the|a|an|its|his|her|their)$", re.IGNORECASE)
 
 
-def _pieces(text: str) -> list[tuple[str, list[tuple[int, int, str]]]]:
-    """`text` split where it starts describing what it goes through (`_BRIDGE`), never inside
-    a name ("the producer of The Jewel of the Nile"), each piece with its names and where
-    they are in it."""
+def _spans(text: str) -> list[tuple[int, int]]:
+    """Where `text`'s pieces are: it is split where it starts describing what it goes through
+    (`_BRIDGE`), never inside a name ("the producer of The Jewel of the Nile")."""
     raw = [(m.start(), m.end()) for m in _RUN.finditer(text)]
     cuts = [
         m
@@ -382,28 +382,18 @@ def _pieces(text: str) -> list[tuple[str, list[tuple[int, int, str]]]]:
         article = _DETERMINER.search(m.group())
         bounds += [m.start(), m.start() + article.start() if article else m.end()]
     bounds.append(len(text))
-    out = []
-    for begin, end in zip(bounds[::2], bounds[1::2], strict=True):
-        piece = text[begin:end]
-        out.append((piece, [run for run in _runs(piece) if run[2]]))
-    return out
+    return list(zip(bounds[::2], bounds[1::2], strict=True))
 
 
-def _asking(text: str, pieces: list[str]) -> int | None:
-    """Which of `text`'s pieces a question written as a statement asks in ("... with a
-    population of what in 2010?", "... another sport that was started when?"): the one its
-    last question word is in or follows, when few words follow that word; None when it asks
-    first."""
+def _asking(text: str, starts: list[int]) -> int | None:
+    """Which of `text`'s pieces (by where each starts) a question written as a statement asks
+    in ("... with a population of what in 2010?", "... another sport that was started
+    when?"): the one its last question word is in or follows, when few words follow that
+    word; None when it asks first."""
     found = list(_ASKS.finditer(text))
     if not found or len(text[found[-1].end() :].split()) > _ASKS_NEAR_END:
         return None
-    at, offset = None, 0
-    for i, piece in enumerate(pieces):
-        offset = text.find(piece, offset)
-        if offset > found[-1].start():
-            break
-        at = i
-    return at
+    return max(i for i, start in enumerate(starts) if start <= found[-1].start())
 
 
 def _outer_words(piece: str, runs: list[tuple[int, int, str]]) -> tuple[list[str], list[str]]:
@@ -454,7 +444,7 @@ def misses_focus(question: str, focus: Part, sentences: list[str]) -> Part | Non
         return None
     if not all(any(_names(s, t) for t in through) for s in sentences):
         return None
-    asked = {w for run in _named_runs(question) for w in _stems(run)}
+    asked = _name_stems(question)
     introduced = set[str]()
     used = False
     for sentence in sentences:
@@ -531,6 +521,10 @@ def _runs(question: str) -> list[tuple[int, int, str]]:
 
 def _named_runs(question: str) -> list[str]:
     return [name for _, _, name in _runs(question)]
+
+
+def _name_stems(question: str) -> set[str]:
+    return {w for run in _named_runs(question) for w in _stems(run)}
 
 
 def addressed(part: Part, sentences: list[str]) -> bool:
