@@ -281,6 +281,10 @@ def test_a_question_written_as_a_statement_asks_at_its_end() -> None:
     assert misses_focus(question, focus, stopped)
     whole = ["The Memphis Hustle are based in Southaven, population 48,982 in 2010."]
     assert not misses_focus(question, focus, whole)
+    # its question word may close it, and be a bridge word itself
+    war = "Kerensky was defeated in the course of a civil war that ended when?"
+    ended = question_focus(war)
+    assert ended is not None and ended.words == ("ended",)
     # one that asks first is read from its first piece
     first = question_focus("What is the population of the city where the Memphis Hustle play?")
     assert first is not None and first.words == ("popul",)
